@@ -1,0 +1,135 @@
+"""Model registry: every architecture by name.
+
+`get_model(name, num_classes, **overrides)` returns a `flax.linen.Module` called as
+`module(x, *, train)` on NHWC float input. Trainable parameters live in `params`,
+BatchNorm running statistics in `batch_stats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any, Callable
+
+from flax import linen as nn
+
+from cnnjax.models import alexnet, densenet, dpn, preact_resnet, resnet, vgg
+from cnnjax.models.googlenet import GoogLeNet
+from cnnjax.models.lenet import LeNet5
+from cnnjax.models.lenet_original import LeNet5Original
+from cnnjax.models.mlp import MLP
+from cnnjax.models.resnet_cifar import CifarResNet
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "lenet5": LeNet5,
+}
+for _depth in (20, 32, 44, 56, 110, 1202):
+    _REGISTRY[f"resnet{_depth}_cifar"] = functools.partial(CifarResNet, depth=_depth)
+    _REGISTRY[f"plain{_depth}_cifar"] = functools.partial(CifarResNet, depth=_depth, plain=True)
+_REGISTRY.update(
+    {
+        "lenet5_original": LeNet5Original,
+        "alexnet": alexnet.alexnet,
+        "alexnet_original": alexnet.alexnet_original,
+        "googlenet": GoogLeNet,
+        "mlp": MLP,
+    }
+)
+for _family in (vgg, resnet, preact_resnet, densenet, dpn):
+    _REGISTRY.update(_family.VARIANTS)
+
+# Input each model was designed for (HWC): what `cnnjax.summary` measures at.
+_IMAGENET = (224, 224, 3)
+_CIFAR = (32, 32, 3)
+_CANONICAL_INPUT: dict[str, tuple[int, int, int]] = {
+    "lenet5": (32, 32, 1),
+    "lenet5_original": (32, 32, 1),
+    "mlp": (28, 28, 1),
+    # 227 makes the unpadded 11x11/4 stem of the 2012 paper come out at 55x55.
+    "alexnet_original": (227, 227, 3),
+}
+
+# Nominal depth: weight layers on the longest input-output path, as each paper counts them.
+_NOMINAL_DEPTH: dict[str, int] = {
+    "lenet5": 5,
+    "lenet5_original": 7,
+    "alexnet": 8,
+    "alexnet_original": 8,
+    "googlenet": 22,
+    "dpn68": 68,
+    "dpn92": 92,
+    "dpn98": 98,
+    "dpn131": 131,
+    "densenet_bc100_k12": 100,
+}
+
+
+def register(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Adds a model factory (a Module class or a partial of one) under `name`."""
+    if name in _REGISTRY:
+        raise ValueError(f"Model {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def list_models() -> list[str]:
+    """Names accepted by `get_model`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _module_class(factory: Callable[..., nn.Module]) -> type:
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory
+
+
+def model_fields(name: str) -> list[str]:
+    """The overridable attributes of a registered model (for config validation)."""
+    cls = _module_class(_REGISTRY[name])
+    return sorted(
+        f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name") and f.init
+    )
+
+
+def canonical_input_shape(name: str) -> tuple[int, int, int]:
+    """The (height, width, channels) input the registered model `name` was designed for."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; valid choices: {', '.join(list_models())}")
+    if name in _CANONICAL_INPUT:
+        return _CANONICAL_INPUT[name]
+    if name.endswith("_cifar") or name.startswith(("preact_resnet", "densenet_bc")):
+        return _CIFAR
+    return _IMAGENET
+
+
+def nominal_depth(name: str) -> int:
+    """Depth of `name` as its paper counts it (weight layers on the longest path).
+
+    For `mlp` this is its default: hidden layers plus the output layer.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; valid choices: {', '.join(list_models())}")
+    if name in _NOMINAL_DEPTH:
+        return _NOMINAL_DEPTH[name]
+    if name == "mlp":
+        return MLP.depth + 1
+    return int(re.search(r"\d+", name).group())
+
+
+def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
+    """Builds the registered model `name` with `num_classes` outputs.
+
+    Raises:
+      ValueError: unknown name (the message lists the valid ones) or an override
+        the model does not have (the message lists the ones it has).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; valid choices: {', '.join(list_models())}")
+    fields = model_fields(name)
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"Model {name!r} has no option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(f for f in fields if f != 'num_classes')}"
+        )
+    return _REGISTRY[name](num_classes=num_classes, **overrides)

@@ -1,0 +1,202 @@
+"""The config schema (every key with its default) and its validation.
+
+Experiment files under `experiments/configs/` start from `base_config()` and change
+what they need; every key exists here so that `--config.a.b=VALUE` can override it.
+`validate_config` runs before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
+
+# Offline sets are built from images that installed packages ship.
+OFFLINE_DATASETS = ("mnist5k", "digits")
+NAMED_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "imagenette")
+PREPROCESS_CHOICES = ("none", "channel_mean", "mean_image", "standardize")
+
+# Model options that configs may set; None means "the model's own default".
+MODEL_OPTIONS = ("activation", "kernel_init", "init_scale", "dropout_rate", "pooling")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every config key with its default."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_epochs = 10
+    c.batch_size = 128
+    c.eval_batch_size = 500
+    c.log_every_steps = 50
+    c.eval_every_epochs = 1
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.progress_bar = True
+    c.tensorboard = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mnist5k"
+    c.data.data_dir = config_dict.placeholder(str)
+    c.data.download = False
+    c.data.path = config_dict.placeholder(str)  # for data.name=image_folder
+    c.data.train_split = config_dict.placeholder(str)
+    c.data.validation_split = config_dict.placeholder(str)
+    c.data.test_split = config_dict.placeholder(str)
+    c.data.max_train_examples = config_dict.placeholder(int)
+    c.data.max_eval_examples = config_dict.placeholder(int)
+    c.data.validation_fraction = 0.1
+    c.data.test_fraction = 0.1
+    c.data.preprocess = "standardize"
+    c.data.augment = ml_collections.ConfigDict()
+    c.data.augment.crop_padding = 0
+    c.data.augment.flip = False
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lenet5"
+    for key in MODEL_OPTIONS:
+        c.model[key] = config_dict.placeholder(float if key in ("init_scale", "dropout_rate") else str)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.grad_clip_norm = 0.0
+    for key in sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}):
+        c.optimizer[key] = config_dict.placeholder(float)
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "constant"
+    c.schedule.warmup_epochs = 0.0
+    c.schedule.boundaries_epochs = ()
+    c.schedule.gamma = 0.1
+    c.schedule.decay_rate = 0.96
+    c.schedule.decay_every_epochs = 1.0
+    c.schedule.final_scale = 0.0
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.l2 = 0.0
+    c.loss.l1 = 0.0
+    c.loss.label_smoothing = 0.0
+    return c
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict:
+    """The model options the config sets (those not None), for `get_model`."""
+    return {k: v for k, v in config.model.items() if k != "name" and v is not None}
+
+
+def _choices(values) -> str:
+    return ", ".join(values)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Rejects impossible configs; raises `ConfigError` listing every problem.
+
+    Checks names (model, dataset, optimiser, schedule, preprocessing, model
+    options) and value ranges. The one check that needs the data (batch size vs
+    training split) is `validate_against_data`.
+    """
+    # Imported here: the registry pulls in every model family.
+    from cnnjax.models import list_models, model_fields
+
+    errors: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    models = list_models()
+    if config.model.name not in models:
+        errors.append(f"model.name={config.model.name!r} is not a model; valid choices: {_choices(models)}")
+    else:
+        fields = model_fields(config.model.name)
+        for key, value in model_overrides(config).items():
+            need(
+                key in fields,
+                f"model.{key}={value!r}: model {config.model.name!r} has no option {key!r}; "
+                f"its options are: {_choices(f for f in fields if f != 'num_classes')}",
+            )
+    need(
+        config.data.name in OFFLINE_DATASETS + NAMED_DATASETS + ("image_folder",) or _is_tfds_name(config.data.name),
+        f"data.name={config.data.name!r} is not a data set; valid choices: "
+        f"{_choices(OFFLINE_DATASETS + NAMED_DATASETS + ('image_folder',))} or any TFDS image classification set",
+    )
+    if config.data.name == "image_folder":
+        need(bool(config.data.path), "data.path must name the image folder (or .tar.gz) when data.name='image_folder'")
+    need(
+        config.data.preprocess in PREPROCESS_CHOICES,
+        f"data.preprocess={config.data.preprocess!r} is unknown; valid choices: {_choices(PREPROCESS_CHOICES)}",
+    )
+    need(config.data.augment.crop_padding >= 0, "data.augment.crop_padding must be >= 0")
+    for key in ("validation_fraction", "test_fraction"):
+        need(0.0 <= config.data[key] < 1.0, f"data.{key} must be in [0, 1), got {config.data[key]}")
+
+    opt = config.optimizer
+    if opt.name not in OPTIMIZER_CHOICES:
+        errors.append(f"optimizer.name={opt.name!r} is unknown; valid choices: {_choices(OPTIMIZER_CHOICES)}")
+    else:
+        own = OPTIMIZER_HPARAMS[opt.name]
+        for key in sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}):
+            if opt.get(key) is not None and key not in own:
+                errors.append(
+                    f"optimizer.{key} is set but optimizer {opt.name!r} has no such hyperparameter; "
+                    f"it takes: {_choices(('learning_rate', 'weight_decay', 'grad_clip_norm') + tuple(own))}"
+                )
+    need(opt.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {opt.learning_rate}")
+    need(opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
+    need(opt.grad_clip_norm >= 0, f"optimizer.grad_clip_norm must be >= 0 (0 disables), got {opt.grad_clip_norm}")
+    for key in ("momentum", "b1", "b2", "rho", "decay"):
+        if opt.get(key) is not None:
+            need(0.0 <= opt[key] < 1.0, f"optimizer.{key} must be in [0, 1), got {opt[key]}")
+
+    sched = config.schedule
+    need(
+        sched.name in SCHEDULE_CHOICES,
+        f"schedule.name={sched.name!r} is unknown; valid choices: {_choices(SCHEDULE_CHOICES)}",
+    )
+    need(sched.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {sched.warmup_epochs}")
+    need(sched.gamma > 0, f"schedule.gamma must be > 0, got {sched.gamma}")
+    need(sched.decay_rate > 0, f"schedule.decay_rate must be > 0, got {sched.decay_rate}")
+    need(sched.decay_every_epochs > 0, f"schedule.decay_every_epochs must be > 0, got {sched.decay_every_epochs}")
+    need(
+        all(b > 0 for b in sched.boundaries_epochs),
+        f"schedule.boundaries_epochs must be positive epochs, got {tuple(sched.boundaries_epochs)}",
+    )
+
+    need(config.loss.l2 >= 0, f"loss.l2 must be >= 0, got {config.loss.l2}")
+    need(config.loss.l1 >= 0, f"loss.l1 must be >= 0, got {config.loss.l1}")
+    need(0 <= config.loss.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}")
+    dropout = config.model.get("dropout_rate")
+    need(dropout is None or 0 <= dropout < 1, f"model.dropout_rate must be in [0, 1), got {dropout}")
+
+    need(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
+    need(config.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {config.eval_batch_size}")
+    need(config.num_epochs > 0, f"num_epochs must be > 0, got {config.num_epochs}")
+    need(config.log_every_steps >= 1, f"log_every_steps must be >= 1, got {config.log_every_steps}")
+    need(config.eval_every_epochs >= 0, f"eval_every_epochs must be >= 0 (0: only at the end), got {config.eval_every_epochs}")
+    need(config.checkpoint_every_steps >= 1, f"checkpoint_every_steps must be >= 1, got {config.checkpoint_every_steps}")
+    need(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+    if errors:
+        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def validate_against_data(config: ml_collections.ConfigDict, num_train_examples: int) -> None:
+    """Checks that need the loaded data: the batch must fit in the training split."""
+    if config.batch_size > num_train_examples:
+        raise ConfigError(
+            f"Invalid config:\n  - batch_size={config.batch_size} is larger than the training split "
+            f"of {config.data.name!r} ({num_train_examples} examples)"
+        )
+
+
+def _is_tfds_name(name: str) -> bool:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return False
+    return name in tfds.list_builders(with_community_datasets=False)

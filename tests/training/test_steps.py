@@ -1,0 +1,131 @@
+"""Train and eval steps: BN running averages, losses, non-finite freezing, purity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from cnnjax.models import get_model
+from cnnjax.training import optim
+from cnnjax.training.state import create_train_state
+from cnnjax.training.steps import cross_entropy, eval_step, regularization, train_step
+
+
+class TinyBN(nn.Module):
+    """conv -> BN -> relu -> dense: small enough to check BN by hand."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        x = nn.Conv(4, (3, 3), use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(x)
+        x = nn.relu(x).mean(axis=(1, 2))
+        return nn.Dense(3)(x)
+
+
+def _batch(n=8, shape=(6, 6, 2), classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": jnp.asarray(rng.normal(1.0, 2.0, size=(n, *shape)), jnp.float32),
+        "label": jnp.asarray(rng.integers(0, classes, n), jnp.int32),
+    }
+
+
+def _state(model=None, opt="sgd", lr=0.1, shape=(6, 6, 2), **loss_hp):
+    model = model or TinyBN()
+    return create_train_state(model, optim.make_optimizer(opt, lr), jax.random.PRNGKey(0), shape, **loss_hp)
+
+
+def test_bn_running_stats_follow_the_ema_formula():
+    state = _state()
+    batch = _batch()
+    conv_out = nn.Conv(4, (3, 3), use_bias=False).apply(
+        {"params": state.params["Conv_0"]}, batch["image"]
+    )
+    mean = conv_out.mean(axis=(0, 1, 2))
+    var = conv_out.var(axis=(0, 1, 2))
+    new_state, _ = jax.jit(train_step)(state, batch)
+    np.testing.assert_allclose(new_state.batch_stats["bn"]["mean"], 0.9 * 0.0 + 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_state.batch_stats["bn"]["var"], 0.9 * 1.0 + 0.1 * var, rtol=1e-5)
+
+
+def test_eval_uses_running_averages_not_batch_statistics():
+    state = _state()
+    batch = _batch()
+    state, _ = jax.jit(train_step)(state, batch)
+    train_out, _ = state.apply_fn(state.variables, batch["image"], train=True, mutable=["batch_stats"])
+    eval_out = state.apply_fn(state.variables, batch["image"], train=False)
+    assert not np.allclose(train_out, eval_out, atol=1e-3)
+    # Eval with the running averages equals normalising with them by hand.
+    stats = state.batch_stats["bn"]
+    bn_params = state.params["bn"]
+    conv = nn.Conv(4, (3, 3), use_bias=False).apply({"params": state.params["Conv_0"]}, batch["image"])
+    h = (conv - stats["mean"]) / jnp.sqrt(stats["var"] + 1e-5) * bn_params["scale"] + bn_params["bias"]
+    logits = nn.Dense(3).apply({"params": state.params["Dense_0"]}, nn.relu(h).mean(axis=(1, 2)))
+    np.testing.assert_allclose(eval_out, logits, rtol=1e-4, atol=1e-5)
+    sums = eval_step(state, {**batch, "mask": jnp.ones(8)})
+    expected = cross_entropy(eval_out, batch["label"]) * 8
+    np.testing.assert_allclose(sums["loss_sum"], expected, rtol=1e-5)
+
+
+def test_eval_mask_ignores_padding_rows():
+    state = _state()
+    batch = _batch()
+    full = eval_step(state, {k: v[:5] for k, v in batch.items()})
+    masked = eval_step(state, {**batch, "mask": jnp.array([1, 1, 1, 1, 1, 0, 0, 0], jnp.float32)})
+    for key in full:
+        np.testing.assert_allclose(full[key], masked[key], rtol=1e-5)
+
+
+def test_loss_includes_l2_and_l1_on_kernels_and_label_smoothing():
+    params = {"Dense_0": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([3.0, 3.0])}}
+    np.testing.assert_allclose(regularization(params, 0.1, 0.0), 0.5 * 0.1 * 5.0)
+    np.testing.assert_allclose(regularization(params, 0.0, 0.1), 0.1 * 3.0)
+    logits = jnp.array([[2.0, 0.0, 0.0]])
+    p = jax.nn.log_softmax(logits)[0]
+    smooth = -(0.9 + 0.1 / 3) * p[0] - (0.1 / 3) * (p[1] + p[2])
+    np.testing.assert_allclose(cross_entropy(logits, jnp.array([0]), 0.1), smooth, rtol=1e-6)
+    base = _state()
+    reg = _state(l2=1.0)
+    _, m0 = train_step(base, _batch())
+    _, m1 = train_step(reg, _batch())
+    assert float(m1["loss"]) > float(m0["loss"])
+    np.testing.assert_allclose(m0["data_loss"], m1["data_loss"], rtol=1e-6)
+
+
+def test_nonfinite_step_leaves_state_unchanged():
+    state = _state()
+    batch = _batch()
+    bad = {**batch, "image": batch["image"].at[0, 0, 0, 0].set(jnp.nan)}
+    new_state, metrics = jax.jit(train_step)(state, bad)
+    assert float(metrics["finite"]) == 0.0
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new_state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_step_is_pure_and_vmaps_unchanged():
+    """vmap over two states gives what two separate calls give."""
+    batch = _batch()
+    s0 = _state(lr=0.1)
+    s1 = s0.replace(rng=jax.random.PRNGKey(7))  # same model and tx: static fields must match
+    s1 = s1.replace(opt_state=s1.opt_state._replace(
+        hyperparams={**s1.opt_state.hyperparams, "learning_rate": s1.opt_state.hyperparams["learning_rate"] * 2}))
+    stacked = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), s0, s1)
+    vs, vm = jax.jit(jax.vmap(train_step, in_axes=(0, None)))(stacked, batch)
+    for i, single in enumerate((s0, s1)):
+        ss, sm = jax.jit(train_step)(single, batch)
+        for a, b in zip(jax.tree_util.tree_leaves(ss), jax.tree_util.tree_leaves(vs)):
+            np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sm["loss"], vm["loss"][i], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,shape", [("lenet5", (28, 28, 1)), ("resnet20_cifar", (32, 32, 3))])
+def test_models_train_a_step_and_reduce_loss(name, shape):
+    model = get_model(name, 10)
+    state = _state(model, opt="adam", lr=1e-3, shape=shape)
+    batch = _batch(16, shape, 10)
+    step = jax.jit(train_step)
+    state, first = step(state, batch)
+    for _ in range(10):
+        state, metrics = step(state, batch)
+    assert float(metrics["loss"]) < float(first["loss"])

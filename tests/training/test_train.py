@@ -1,0 +1,123 @@
+"""End to end: outputs, resume == uninterrupted, workdir refusal, non-finite stop."""
+
+import glob
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_config(name="default.py", arg=None):
+    spec = importlib.util.spec_from_file_location("cfg_" + name[:-3], ROOT / "experiments" / "configs" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def smoke(data_dir):
+    from cnnjax.data import load_dataset
+
+    config = load_config(arg="smoke")
+    config.data.data_dir = data_dir
+    config.num_epochs = 2
+    config.checkpoint_every_steps = 5
+    config.progress_bar = False
+    return config, load_dataset(config.data)
+
+
+def _params(workdir, config, dataset):
+    """Final params of the run in `workdir`, read back from its last checkpoint."""
+    from cnnjax.training.checkpoint import Checkpointer
+    from cnnjax.training.optim import optimizer_from_config
+    from cnnjax.training.state import create_train_state
+    from cnnjax.training.train import build_model
+
+    model = build_model(config, dataset.num_classes)
+    tx = optimizer_from_config(config, 8, 16)
+    state = create_train_state(model, tx, jax.random.PRNGKey(0), dataset.image_shape)
+    ckpt = Checkpointer(str(workdir))
+    restored = ckpt.restore(state)
+    ckpt.close()
+    return restored
+
+
+def test_run_writes_pinned_outputs(smoke, tmp_path):
+    config, dataset = smoke
+    summary = train_and_evaluate(config, str(tmp_path), dataset=dataset)
+    for key in ("eval/accuracy", "eval/loss", "train/loss", "steps", "num_params", "wall_time_s", "val/accuracy"):
+        assert key in summary
+    assert summary["steps"] == 16 and summary["num_params"] == 61706
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["eval/accuracy"] == summary["eval/accuracy"]
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == "lenet5"
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("step" in r for r in records)
+    assert any("train/loss" in r for r in records) and any("val/accuracy" in r for r in records)
+    assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    assert os.listdir(tmp_path / "checkpoints")
+
+
+def test_resume_equals_uninterrupted_bitwise(smoke, tmp_path):
+    config, dataset = smoke
+    full = train_and_evaluate(config, str(tmp_path / "full"), dataset=dataset)
+    part = train_and_evaluate(config, str(tmp_path / "split"), dataset=dataset, stop_after_steps=7)
+    assert part["status"] == "interrupted" and part["steps"] == 7
+    assert not (tmp_path / "split" / "summary.json").exists()
+    resumed = train_and_evaluate(config, str(tmp_path / "split"), dataset=dataset)
+    assert resumed["steps"] == 16
+    a = _params(tmp_path / "full", config, dataset)
+    b = _params(tmp_path / "split", config, dataset)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    assert full["eval/accuracy"] == resumed["eval/accuracy"]
+    assert full["eval/loss"] == resumed["eval/loss"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [s for s, line in zip(steps, (tmp_path / "split" / "metrics.jsonl").read_text().splitlines())
+                   if "train/loss" in line]
+    assert len(train_steps) == len(set(train_steps)), "resumed steps must not be logged twice"
+
+
+def test_workdir_with_other_config_is_refused_untouched(smoke, tmp_path):
+    config, dataset = smoke
+    train_and_evaluate(config, str(tmp_path), dataset=dataset, stop_after_steps=3)
+    before = {p: p.read_bytes() for p in tmp_path.glob("*.json*")}
+    changed = config.copy_and_resolve_references()
+    changed.optimizer.learning_rate = 0.5
+    with pytest.raises(WorkdirConfigMismatchError, match=r"optimizer.learning_rate: 0.05 -> 0.5"):
+        train_and_evaluate(changed, str(tmp_path), dataset=dataset)
+    assert before == {p: p.read_bytes() for p in tmp_path.glob("*.json*")}
+    summary = train_and_evaluate(changed, str(tmp_path), dataset=dataset, allow_config_change=True)
+    assert summary["status"] == "completed"
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke, tmp_path):
+    config, dataset = smoke
+    bad = config.copy_and_resolve_references()
+    bad.optimizer.name = "sgd"
+    bad.optimizer.momentum = None
+    bad.schedule.name = "constant"
+    bad.schedule.warmup_epochs = 0.0
+    bad.optimizer.learning_rate = 1e8
+    bad.checkpoint_every_steps = 1
+    with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at step (\d+)") as info:
+        train_and_evaluate(bad, str(tmp_path), dataset=dataset)
+    message = str(info.value)
+    assert "Last finite metrics" in message and "learning_rate" in message
+    bad_step = int(message.split("at step ")[1].split()[0])
+    kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+    assert kept and max(kept) == bad_step - 1
+    assert not (tmp_path / "summary.json").exists()
