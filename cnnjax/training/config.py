@@ -10,12 +10,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from cnnjax.data import PREPROCESS_CHOICES, list_datasets
 from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
-
-# Offline sets are built from images that installed packages ship.
-OFFLINE_DATASETS = ("mnist5k", "digits")
-NAMED_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "imagenette")
-PREPROCESS_CHOICES = ("none", "channel_mean", "mean_image", "standardize")
 
 # Model options that configs may set; None means "the model's own default".
 MODEL_OPTIONS = ("activation", "kernel_init", "init_scale", "dropout_rate", "pooling")
@@ -121,10 +117,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"model.{key}={value!r}: model {config.model.name!r} has no option {key!r}; "
                 f"its options are: {_choices(f for f in fields if f != 'num_classes')}",
             )
+    datasets = list_datasets()
     need(
-        config.data.name in OFFLINE_DATASETS + NAMED_DATASETS + ("image_folder",) or _is_tfds_name(config.data.name),
+        config.data.name in datasets or _is_tfds_name(config.data.name),
         f"data.name={config.data.name!r} is not a data set; valid choices: "
-        f"{_choices(OFFLINE_DATASETS + NAMED_DATASETS + ('image_folder',))} or any TFDS image classification set",
+        f"{_choices(datasets)} or any TFDS image classification set",
     )
     if config.data.name == "image_folder":
         need(bool(config.data.path), "data.path must name the image folder (or .tar.gz) when data.name='image_folder'")

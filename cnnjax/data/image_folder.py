@@ -1,0 +1,247 @@
+"""Image-folder datasets: ``root/<split>/<class>/<image>``, as a directory or tarball.
+
+``path`` is a directory or a ``.tar``/``.tar.gz``/``.tgz`` archive, read in
+place (nothing is extracted to disk). The layout root may sit below leading
+directories (``cifar10/train/airplane/0000.jpg``): it is the shallowest level
+whose children are split names (``train``, ``validation`` or ``val`` or
+``valid``, ``test``). Files elsewhere, hidden files and non-image files are
+ignored.
+
+Classes are the sorted class-directory names over all splits, so a class has
+the same index in every split. A missing ``validation`` or ``test`` split is
+carved from ``train`` with :func:`cnnjax.data.splits.stratified_split`.
+Subsets (``max_examples``, ``max_per_class``) are chosen from the file list,
+with a seeded stratified choice, before any image is decoded, so loading a
+few hundred images from a large archive is fast.
+
+Images are decoded with PIL to uint8 (H, W, C): grayscale stays 1 channel
+unless some selected image is in colour, in which case all become RGB; alpha
+is dropped. All images must share one size. No TensorFlow needed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_split, stratified_subset
+
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+}
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+_LAYOUT = "root/<split>/<class>/<image> with split in train, validation (val), test"
+
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _is_tarball(path: Path) -> bool:
+    return path.is_file() and tarfile.is_tarfile(path)
+
+
+def _is_candidate(relpath: str) -> bool:
+    parts = relpath.split("/")
+    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    return not hidden and os.path.splitext(parts[-1])[1].lower() in IMAGE_EXTENSIONS
+
+
+def _strip_dot_slash(name: str) -> str:
+    # Archives made with `tar -C dir .` name members "./split/class/x.png".
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+class _Reader:
+    """Lists image files of a directory or tarball and reads their bytes."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._tar: tarfile.TarFile | None = None
+        if path.is_dir():
+            self.files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+            self._members = {}
+        elif _is_tarball(path):
+            self._tar = tarfile.open(path, "r:*")
+            members = [m for m in self._tar.getmembers() if m.isfile()]
+            self._members = {_strip_dot_slash(m.name): m for m in members}
+            self.files = sorted(self._members)
+        else:
+            raise ValueError(f"Image folder path {str(path)!r} is neither a directory nor a tar archive.")
+        self.files = [f for f in self.files if _is_candidate(f)]
+
+    def read(self, relpaths: Sequence[str]) -> list[bytes]:
+        """Returns the bytes of each file, in the order given."""
+        if self._tar is None:
+            return [(self._path / p).read_bytes() for p in relpaths]
+        # A compressed tarball only streams forwards cheaply: read members in
+        # archive order so the decompressor never has to restart.
+        order = sorted(range(len(relpaths)), key=lambda i: self._members[relpaths[i]].offset_data)
+        data: list[bytes] = [b""] * len(relpaths)
+        for i in order:
+            extracted = self._tar.extractfile(self._members[relpaths[i]])
+            data[i] = extracted.read() if extracted else b""
+        return data
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+
+
+def _index(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]]:
+    """Groups files as split -> [(relpath, class_name)] at the detected layout root."""
+    candidates = []
+    for relpath in files:
+        parts = relpath.split("/")
+        if len(parts) >= 3 and parts[-3].lower() in SPLIT_ALIASES:
+            candidates.append((tuple(parts[:-3]), parts[-3], parts[-2], relpath))
+    if not candidates:
+        raise ValueError(f"No images found in {source!r}; expected the layout {_LAYOUT}.")
+    depth = min(len(c[0]) for c in candidates)
+    prefixes = {c[0] for c in candidates if len(c[0]) == depth}
+    if len(prefixes) > 1:
+        shown = sorted("/".join(p) or "." for p in prefixes)
+        raise ValueError(f"Several dataset roots in {source!r}: {shown}; keep one.")
+    prefix = prefixes.pop()
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    dir_names: dict[str, str] = {}
+    for cand_prefix, split_dir, class_name, relpath in candidates:
+        if cand_prefix != prefix:
+            continue
+        split = SPLIT_ALIASES[split_dir.lower()]
+        if dir_names.setdefault(split, split_dir) != split_dir:
+            raise ValueError(
+                f"Both {dir_names[split]!r} and {split_dir!r} in {source!r} name the {split!r} split; keep one."
+            )
+        grouped.setdefault(split, []).append((relpath, class_name))
+    return grouped
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    """Decodes one image to uint8 (H, W, 1) or (H, W, 3)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mode = image.mode
+            image = image.convert("L" if mode in _GRAY_MODES else "RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot decode image {name!r}: {err}") from err
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _stack(images: list[np.ndarray], names: list[str], shape: tuple[int, int, int], ref: str) -> np.ndarray:
+    """Stacks decoded images into (N, *shape), converting grayscale to RGB if needed."""
+    for image, name in zip(images, names):
+        if image.shape[:2] != shape[:2]:
+            raise ValueError(
+                f"Images differ in size: {ref!r} is {shape[:2]}, {name!r} is "
+                f"{image.shape[:2]}; resize them to one size first."
+            )
+    if not images:
+        return np.zeros((0, *shape), np.uint8)
+    return np.stack([np.repeat(x, shape[2] // x.shape[2], axis=-1) for x in images])
+
+
+def _split_limits(max_examples: int | Mapping[str, int | None] | None) -> dict[str, int | None]:
+    if max_examples is None or isinstance(max_examples, int):
+        return dict.fromkeys(SPLIT_NAMES, max_examples)
+    unknown = set(max_examples) - set(SPLIT_NAMES)
+    if unknown:
+        raise ValueError(f"Unknown split(s) {sorted(unknown)}; expected {SPLIT_NAMES}.")
+    return {split: max_examples.get(split) for split in SPLIT_NAMES}
+
+
+def load_image_folder(
+    path: str | os.PathLike,
+    *,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_examples: int | Mapping[str, int | None] | None = None,
+    max_per_class: int | None = None,
+    seed: int = DEFAULT_SEED,
+) -> tuple[Arrays, tuple[str, ...]]:
+    """Loads an image-folder dataset into memory.
+
+    Args:
+      path: Directory or tar archive (``.tar``, ``.tar.gz``, ``.tgz``).
+      validation_fraction: Fraction of each class of ``train`` carved out as
+        ``validation`` when the folder has no validation split.
+      test_fraction: Same for ``test`` when the folder has no test split.
+      max_examples: Most examples per split: one int for every split, or a
+        mapping split -> int or None. A seeded, class-stratified subset.
+      max_per_class: Most examples per class in every split.
+      seed: Seed for carving and for subset selection.
+
+    Returns:
+      ``(arrays, class_names)``: ``arrays`` maps ``train``, ``validation``,
+      ``test`` to ``(images, labels)``, uint8 (N, H, W, C) and int32 (N,);
+      ``class_names`` are the sorted class-directory names.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: No images in the expected layout, no train split,
+        undecodable images or images of different sizes.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"Image folder path {str(root)!r} does not exist.")
+    limits = _split_limits(max_examples)
+    reader = _Reader(root)
+    try:
+        grouped = _index(reader.files, str(root))
+        if "train" not in grouped:
+            raise ValueError(f"No 'train' split found in {str(root)!r}; expected {_LAYOUT}.")
+        class_names = tuple(sorted({c for items in grouped.values() for _, c in items}))
+        class_index = {name: i for i, name in enumerate(class_names)}
+        files: dict[str, np.ndarray] = {}
+        labels: dict[str, np.ndarray] = {}
+        for split, items in grouped.items():
+            files[split] = np.array([p for p, _ in items])
+            labels[split] = np.array([class_index[c] for _, c in items], np.int32)
+
+        missing = [s for s in ("validation", "test") if s not in grouped]
+        if missing:
+            carved = stratified_split(
+                labels["train"],
+                validation_fraction if "validation" in missing else 0.0,
+                test_fraction if "test" in missing else 0.0,
+                seed,
+            )
+            pool_files, pool_labels = files["train"], labels["train"]
+            for split in ["train", *missing]:
+                files[split] = pool_files[carved[split]]
+                labels[split] = pool_labels[carved[split]]
+
+        kept = {split: stratified_subset(labels[split], limits[split], max_per_class, seed) for split in SPLIT_NAMES}
+        names = {split: [str(f) for f in files[split][keep]] for split, keep in kept.items()}
+        # One read for all splits: a tarball is then decompressed only once.
+        blobs = iter(reader.read([name for split in SPLIT_NAMES for name in names[split]]))
+        selected: dict[str, tuple[list[np.ndarray], list[str], np.ndarray]] = {}
+        for split in SPLIT_NAMES:
+            decoded = [_decode(next(blobs), name) for name in names[split]]
+            selected[split] = (decoded, names[split], labels[split][kept[split]])
+    finally:
+        reader.close()
+
+    first = next((x for decoded, _, _ in selected.values() for x in decoded), None)
+    if first is None:
+        raise ValueError(f"No images selected from {str(root)!r}.")
+    ref = next(names[0] for _, names, _ in selected.values() if names)
+    channels = max(x.shape[2] for decoded, _, _ in selected.values() for x in decoded)
+    shape = (first.shape[0], first.shape[1], channels)
+    arrays: Arrays = {
+        split: (_stack(decoded, names, shape, ref), split_labels)
+        for split, (decoded, names, split_labels) in selected.items()
+    }
+    return arrays, class_names

@@ -1,0 +1,1 @@
+"""Training: config schema, optimiser chain, train state, steps and the loop."""

@@ -1,0 +1,80 @@
+"""The command line in a subprocess: bad configs fail early; SIGTERM checkpoints and resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = str(ROOT / "experiments" / "configs" / "default.py")
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "cnnjax.main", *args]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_bad_config_fails_before_touching_the_workdir(tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        _cli(f"--config={DEFAULT}", f"--workdir={workdir}", "--config.model.name=resnet9000",
+             "--config.optimizer.learning_rate=-1"),
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )
+    assert result.returncode == 2
+    assert "model.name='resnet9000' is not a model; valid choices:" in result.stderr
+    assert "optimizer.learning_rate must be > 0" in result.stderr
+    assert not workdir.exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    args = _cli(f"--config={DEFAULT}", f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+                "--config.log_every_steps=5", "--config.num_epochs=4")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and "train/loss" in metrics.read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "Stopped at step" in output and "SIGTERM" in output
+    stopped_at = int(output.split("Stopped at step ")[1].split()[0])
+    assert stopped_at < 248
+    assert str(stopped_at) in os.listdir(workdir / "checkpoints")
+    assert not (workdir / "summary.json").exists()
+
+    rerun = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == 4 * (4000 // 64)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()
+             if "train/loss" in line]
+    assert steps == sorted(set(steps)), "no step is logged twice after the resume"
+
+
+@pytest.mark.slow
+def test_default_job_reaches_target_accuracy(tmp_path):
+    """The README's first command: >= 0.97 test accuracy on mnist5k."""
+    result = subprocess.run(
+        _cli(f"--config={DEFAULT}", f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}"),
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval/accuracy"] >= 0.97
