@@ -5,6 +5,7 @@ Also installed as the `cnnjax` console script.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -23,6 +24,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # libraries' INFO chatter drowns the progress bar
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Library imports after flag parsing keep `--help` fast.
     from cnnjax.training import config as config_lib
     from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError, train_and_evaluate

@@ -119,9 +119,12 @@ def test_train_step_is_pure_and_vmaps_unchanged():
         np.testing.assert_allclose(sm["loss"], vm["loss"][i], rtol=1e-6)
 
 
-@pytest.mark.parametrize("name,shape", [("lenet5", (28, 28, 1)), ("resnet20_cifar", (32, 32, 3))])
-def test_models_train_a_step_and_reduce_loss(name, shape):
-    model = get_model(name, 10)
+@pytest.mark.parametrize(
+    "name,shape,options",
+    [("lenet5", (28, 28, 1), {}), ("resnet20_cifar", (16, 16, 3), {"widths": (4, 8, 8)})],
+)
+def test_models_train_a_step_and_reduce_loss(name, shape, options):
+    model = get_model(name, 10, **options)
     state = _state(model, opt="adam", lr=1e-3, shape=shape)
     batch = _batch(16, shape, 10)
     step = jax.jit(train_step)
