@@ -255,3 +255,24 @@ def repeat_blocks(
     for index in range(repeats):
         x, _ = block(name=f"{name}{index}")(x, None)
     return x
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose rate may be a traced value.
+
+    Same sampling as `nn.Dropout` (one Bernoulli keep-mask from the 'dropout'
+    rng, survivors scaled by 1/keep), but the rate can be an array, so a
+    population can carry one dropout rate per member under `vmap`.
+    """
+
+    rate: Any = 0.0
+    deterministic: bool | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
+            return x
+        keep = 1.0 - jnp.asarray(self.rate, jnp.float32)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+        return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))

@@ -46,5 +46,5 @@ class LeNet5(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for features in (120, 84):
             x = act(nn.Dense(features, kernel_init=kernel_init)(x))
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = layers.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, kernel_init=kernel_init)(x)

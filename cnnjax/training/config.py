@@ -24,7 +24,8 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
     """Every config key with its default."""
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0  # parameter init (and data order unless data_seed is set)
+    c.data_seed = config_dict.placeholder(int)  # data order and augmentation
     c.num_epochs = 10
     c.batch_size = 128
     c.eval_batch_size = 500

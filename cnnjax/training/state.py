@@ -29,12 +29,28 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     loss_hparams: dict[str, jax.Array]
+    model_hparams: dict[str, jax.Array]
     apply_fn: Callable[..., Any] = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @property
     def variables(self) -> dict[str, Any]:
         return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def make_apply_fn(model: nn.Module) -> Callable[..., Any]:
+    """`model.apply`, with traced overrides of model fields (e.g. `dropout_rate`).
+
+    `apply(variables, x, *, model_hparams=None, **kwargs)` runs the model with
+    the given fields replaced, so one compiled step serves members whose dropout
+    rates differ.
+    """
+
+    def apply(variables, x, *, model_hparams=None, **kwargs):
+        module = model.clone(**model_hparams) if model_hparams else model
+        return module.apply(variables, x, **kwargs)
+
+    return apply
 
 
 def init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]) -> dict:
@@ -55,11 +71,13 @@ def create_train_state(
     l2: float = 0.0,
     l1: float = 0.0,
     label_smoothing: float = 0.0,
+    apply_fn: Callable[..., Any] | None = None,
 ) -> TrainState:
     """A fresh state: initialised variables, optimiser state, step 0.
 
     `rng` is a raw `jax.random.PRNGKey` (uint32[2]); it is split into the init key
-    and the per-step key stream.
+    and the per-step key stream. `apply_fn` defaults to `make_apply_fn(model)`;
+    members of one population must share one.
     """
     init_rng, step_rng = jax.random.split(rng)
     variables = init_variables(model, init_rng, input_shape)
@@ -75,7 +93,8 @@ def create_train_state(
             "l1": jnp.asarray(l1, jnp.float32),
             "label_smoothing": jnp.asarray(label_smoothing, jnp.float32),
         },
-        apply_fn=model.apply,
+        model_hparams={},
+        apply_fn=apply_fn or make_apply_fn(model),
         tx=tx,
     )
 

@@ -55,6 +55,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
             train=True,
             rngs={"dropout": dropout_rng},
             mutable=["batch_stats"],
+            model_hparams=state.model_hparams,
         )
         logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
         data_loss = cross_entropy(logits, batch["label"], hp["label_smoothing"])

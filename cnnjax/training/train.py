@@ -109,21 +109,51 @@ def evaluate(eval_fn, state: TrainState, split_arrays) -> dict[str, float]:
     return {"loss": float(sums["loss_sum"]) / count, "accuracy": float(sums["correct"]) / count}
 
 
+def eval_split(state: TrainState, images, labels, mask, mean, std) -> dict[str, jax.Array]:
+    """Summed loss / correct / count over a split padded into [batches, batch, ...]."""
+
+    def body(total, batch):
+        x, y, m = batch
+        out = eval_step(state, {"image": pipeline.normalize(x, mean, std), "label": y, "mask": m})
+        return jax.tree_util.tree_map(jnp.add, total, out), None
+
+    zero = {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
+    total, _ = jax.lax.scan(body, zero, (images, labels, mask))
+    return total
+
+
 def make_eval_fn(mean, std):
-    """Jitted evaluation of a whole padded split in one call (scan over batches)."""
+    """Jitted evaluation of a whole padded split in one call."""
+    return jax.jit(lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std))
 
-    @jax.jit
-    def eval_fn(state, images, labels, mask):
-        def body(total, batch):
-            x, y, m = batch
-            out = eval_step(state, {"image": pipeline.normalize(x, mean, std), "label": y, "mask": m})
-            return jax.tree_util.tree_map(jnp.add, total, out), None
 
-        zero = {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
-        total, _ = jax.lax.scan(body, zero, (images, labels, mask))
-        return total
+def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """(init key, data-order key) of a run: both from `seed` unless `data_seed` is set."""
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+    if data_seed is not None:
+        data_key = jax.random.fold_in(jax.random.PRNGKey(data_seed), 1)
+    return init_key, data_key
 
-    return eval_fn
+
+def make_step_fn(config: ml_collections.ConfigDict, mean, std):
+    """The training step on device-resident data, for one run or one member.
+
+    `step(state, data_key, images, labels, permutation, index)` gathers batch
+    `index` of the epoch order `permutation`, augments it with a key drawn from
+    (data_key, step), and applies `train_step`. Populations vmap this function.
+    """
+    augment = config.data.augment
+
+    def step(state, data_key, images, labels, permutation, index):
+        key = jax.random.fold_in(data_key, state.step)
+        batch = pipeline.train_batch(
+            images, labels, permutation, index, key,
+            batch_size=config.batch_size, mean=mean, std=std,
+            crop_padding=augment.crop_padding, flip=augment.flip,
+        )
+        return train_step(state, batch)
+
+    return step
 
 
 def train_and_evaluate(
@@ -165,8 +195,7 @@ def train_and_evaluate(
     steps_per_epoch = dataset.train.num_examples // config.batch_size
     total_steps = steps_per_epoch * config.num_epochs
     tx = optimizer_from_config(config, steps_per_epoch, total_steps)
-    root_key = jax.random.PRNGKey(config.seed)
-    init_key, data_key = jax.random.split(root_key)
+    init_key, data_key = member_keys(config.seed, config.get("data_seed"))
     state = create_train_state(
         model,
         tx,
@@ -196,18 +225,7 @@ def train_and_evaluate(
         for name, split in (("val", dataset.validation), ("eval", dataset.test))
         if split is not None and split.num_examples > 0
     }
-    augment = config.data.augment
-
-    def step_on_data(state, images, labels, permutation, index):
-        key = jax.random.fold_in(data_key, state.step)
-        batch = pipeline.train_batch(
-            images, labels, permutation, index, key,
-            batch_size=config.batch_size, mean=mean, std=std,
-            crop_padding=augment.crop_padding, flip=augment.flip,
-        )
-        return train_step(state, batch)
-
-    jit_step = jax.jit(step_on_data, donate_argnums=0)
+    jit_step = jax.jit(make_step_fn(config, mean, std), donate_argnums=0)
     jit_permutation = jax.jit(pipeline.epoch_permutation, static_argnums=2)
 
     step = int(state.step)
@@ -264,7 +282,7 @@ def train_and_evaluate(
                     permutation = jit_permutation(data_key, epoch, dataset.train.num_examples)
                     permutation_epoch = epoch
                 t0 = time.time()
-                state, metrics = jit_step(state, train_images, train_labels, permutation, index)
+                state, metrics = jit_step(state, data_key, train_images, train_labels, permutation, index)
                 if compile_s is None:  # the first call compiles
                     jax.block_until_ready(metrics)
                     compile_s = time.time() - t0
