@@ -225,3 +225,25 @@ def find_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
 
     visit(opt_state)
     return found
+
+
+def set_hyperparams(opt_state: Any, values: dict[str, Any]) -> Any:
+    """Returns `opt_state` with injected hyperparameters replaced by `values`.
+
+    Values keep the dtype of the value they replace (no recompilation), and may
+    carry a leading member axis in a population.
+    """
+    def visit(node):
+        if isinstance(node, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)):
+            unknown = set(values) - set(node.hyperparams)
+            if unknown:
+                raise KeyError(f"no injected hyperparameter(s) {sorted(unknown)}; have {sorted(node.hyperparams)}")
+            new = dict(node.hyperparams)
+            for key, value in values.items():
+                new[key] = jnp.asarray(value, dtype=jnp.asarray(node.hyperparams[key]).dtype)
+            return node._replace(hyperparams=new)
+        if isinstance(node, tuple) and not hasattr(node, "_fields"):
+            return tuple(visit(child) for child in node)
+        return node
+
+    return visit(opt_state)

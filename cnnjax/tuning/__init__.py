@@ -1,0 +1,1 @@
+"""Population training and hyperparameter search: a sweep as one compiled program."""

@@ -1,0 +1,181 @@
+"""Execution plans: how the member step is mapped over the population axis.
+
+- `vmap`: all members in one batched program. Per-member convolutions become
+  grouped convolutions, which XLA's CPU backend runs slowly, so this is not
+  always the fastest.
+- `chunked`: `lax.map` over chunks of `chunk_size` members, each chunk vmapped.
+- `sequential`: `lax.map` one member at a time, still one compiled program.
+- `auto`: compiles the candidates, estimates each one's memory from the compiled
+  program, times a few steps on the actual device and keeps the fastest that fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+PLAN_CHOICES = ("auto", "vmap", "chunked", "sequential")
+
+
+class PlanError(RuntimeError):
+    """No execution plan fits in memory (the message has the numbers)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    name: str
+    chunk_size: int | None = None
+
+    def __str__(self) -> str:
+        return f"chunked({self.chunk_size})" if self.name == "chunked" else self.name
+
+
+@dataclasses.dataclass
+class Trial:
+    plan: Plan
+    step_ms: float | None
+    memory_bytes: int | None
+    fits: bool
+    note: str = ""
+
+
+def map_members(member_step: Callable, plan: Plan, shared_batches: bool) -> Callable:
+    """`population_step(state, alive, data_keys, permutations, index, images, labels)`.
+
+    Returns (state, alive, metrics) with a leading member axis everywhere.
+    """
+    perm_axis = None if shared_batches else 0
+    if plan.name == "vmap":
+        return jax.vmap(member_step, in_axes=(0, 0, 0, perm_axis, None, None, None))
+
+    batch_size = plan.chunk_size if plan.name == "chunked" else None
+
+    def population_step(state, alive, data_keys, permutations, index, images, labels):
+        def one(xs):
+            if shared_batches:
+                member_state, member_alive, key = xs
+                permutation = permutations
+            else:
+                member_state, member_alive, key, permutation = xs
+            return member_step(member_state, member_alive, key, permutation, index, images, labels)
+
+        xs = (state, alive, data_keys) if shared_batches else (state, alive, data_keys, permutations)
+        return lax.map(one, xs, batch_size=batch_size)
+
+    return population_step
+
+
+def candidate_plans(population_size: int) -> list[Plan]:
+    plans = [Plan("vmap"), Plan("sequential")]
+    plans += [Plan("chunked", c) for c in (2, 4, 8) if c < population_size]
+    return plans
+
+
+def available_memory_bytes(device: Any | None = None) -> int | None:
+    """Free memory of the device (accelerator) or of the host (CPU)."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # CPU devices may not implement it
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+    """Peak-memory estimate of a compiled program: arguments + outputs + temporaries - aliased."""
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:
+        return None
+    if analysis is None:
+        return None
+    return int(
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.temp_size_in_bytes
+        - getattr(analysis, "alias_size_in_bytes", 0)
+    )
+
+
+def _copy(tree):
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def choose_plan(
+    member_step: Callable,
+    args: tuple,
+    requested: str = "auto",
+    chunk_size: int | None = None,
+    shared_batches: bool = False,
+    trial_steps: int = 3,
+    memory_limit_bytes: int | None = None,
+) -> tuple[Plan, Callable, list[Trial]]:
+    """Picks and compiles the population step.
+
+    Args:
+      member_step: see `cnnjax.tuning.population.make_member_step`.
+      args: example arguments (state, alive, data_keys, permutations, index,
+        images, labels) for compiling and timing.
+      requested: one of `PLAN_CHOICES`.
+      chunk_size: for `chunked`.
+      trial_steps: timed steps per candidate for `auto`.
+      memory_limit_bytes: defaults to the device's free memory.
+
+    Returns:
+      (plan, jitted step with the state donated, trials measured).
+    """
+    if requested not in PLAN_CHOICES:
+        raise ValueError(f"Unknown plan {requested!r}; valid choices: {', '.join(PLAN_CHOICES)}")
+    population_size = int(args[1].shape[0])
+    limit = memory_limit_bytes if memory_limit_bytes is not None else available_memory_bytes()
+    if requested == "auto":
+        candidates = candidate_plans(population_size)
+    elif requested == "chunked":
+        candidates = [Plan("chunked", chunk_size or max(1, population_size // 4))]
+    else:
+        candidates = [Plan(requested)]
+
+    trials: list[Trial] = []
+    compiled_steps = {}
+    for plan in candidates:
+        fn = jax.jit(map_members(member_step, plan, shared_batches), donate_argnums=(0,))
+        compiled = fn.lower(*args).compile()
+        memory = compiled_memory_bytes(compiled)
+        fits = memory is None or limit is None or memory <= limit
+        trial = Trial(plan, None, memory, fits)
+        trials.append(trial)
+        if not fits:
+            trial.note = "does not fit"
+            continue
+        compiled_steps[plan] = compiled
+        if len(candidates) > 1:
+            out = compiled(_copy(args[0]), *args[1:])  # warm-up
+            jax.block_until_ready(out)
+            t0 = time.perf_counter()
+            for _ in range(trial_steps):
+                out = compiled(_copy(args[0]), *args[1:])
+            jax.block_until_ready(out)
+            trial.step_ms = (time.perf_counter() - t0) / trial_steps * 1000
+
+    fitting = [t for t in trials if t.fits]
+    if not fitting:
+        lines = "; ".join(f"{t.plan}: {t.memory_bytes / 2**20:.0f} MiB" for t in trials if t.memory_bytes)
+        raise PlanError(
+            f"No execution plan for {population_size} members fits in "
+            f"{(limit or 0) / 2**20:.0f} MiB of memory ({lines}). Use a smaller population "
+            "(sweep.population_size), plan='chunked' with a smaller sweep.chunk_size, or a smaller batch."
+        )
+    best = min(fitting, key=lambda t: t.step_ms if t.step_ms is not None else 0.0)
+    return best.plan, compiled_steps[best.plan], trials

@@ -1,0 +1,180 @@
+"""A population: P members of one model trained side by side by the same step.
+
+The state is one `TrainState` whose every leaf has a leading member axis:
+parameters, BatchNorm statistics (never mixed across members), optimiser state,
+rng, and the traced hyperparameters (optimiser ones inside `opt_state`, loss
+ones in `loss_hparams`, `dropout_rate` in `model_hparams`). The member step is
+`cnnjax.training.train.make_step_fn` — the single-run step — mapped over that
+axis by one of the execution plans in `cnnjax.tuning.plans`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax.data import pipeline
+from cnnjax.training.optim import find_hyperparams, optimizer_from_config, set_hyperparams
+from cnnjax.training.state import TrainState, create_train_state, make_apply_fn
+from cnnjax.training.train import build_model, eval_split, make_step_fn, member_keys
+
+LOSS_KEYS = {"loss.l2": "l2", "loss.l1": "l1", "loss.label_smoothing": "label_smoothing"}
+
+
+def member_config(config: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """`config` with one member's values written in (what a single run would use)."""
+    member = config.copy_and_resolve_references()
+    with member.unlocked():
+        for path, value in values.items():
+            node = member
+            parts = path.split(".")
+            for part in parts[:-1]:
+                node = node[part]
+            node[parts[-1]] = value
+    return member
+
+
+@dataclasses.dataclass
+class Population:
+    """Stacked member states plus what the loop needs about them."""
+
+    state: TrainState
+    data_keys: jax.Array  # [P, 2] data-order / augmentation keys
+    alive: jax.Array  # [P] bool: False once a member diverged (frozen)
+    values: list[dict[str, Any]]  # each member's traced hyperparameter values
+    steps_per_epoch: int
+    total_steps: int
+    ids: list[int] = dataclasses.field(default_factory=list)  # members' ids in the sweep
+    step: int = 0  # steps taken (all members move in lockstep)
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+
+def _stack(values: Sequence[Any], dtype=jnp.float32) -> jax.Array:
+    return jnp.asarray(np.asarray(values), dtype)
+
+
+def init_population(
+    config: ml_collections.ConfigDict,
+    members: Sequence[dict[str, Any]],
+    num_classes: int,
+    image_shape: tuple[int, ...],
+    num_train_examples: int,
+    shared_batches: bool = False,
+) -> Population:
+    """Initialises P members of `config`'s model, member i with `members[i]` values.
+
+    `members[i]` holds traced hyperparameters only (paths of
+    `cnnjax.tuning.space.TRACED_PATHS`); every other key comes from `config`.
+    With `shared_batches`, every member follows member 0's data order.
+    """
+    if len(members) < 1:
+        raise ValueError(f"a population needs at least 1 member, got {len(members)}")
+    model = build_model(config, num_classes)
+    steps_per_epoch = num_train_examples // config.batch_size
+    total_steps = steps_per_epoch * config.num_epochs
+    tx = optimizer_from_config(config, steps_per_epoch, total_steps)
+    apply_fn = make_apply_fn(model)
+    keys = [member_keys(int(m.get("seed", config.seed)),
+                        m.get("data_seed", config.get("data_seed"))) for m in members]
+    init_keys = jnp.stack([k[0] for k in keys])
+    data_keys = jnp.stack([keys[0][1]] * len(keys)) if shared_batches else jnp.stack([k[1] for k in keys])
+
+    swept_scale = any("model.init_scale" in m for m in members)
+    default_scale = config.model.get("init_scale")
+    scales = _stack([m.get("model.init_scale", default_scale if default_scale is not None else 1.0)
+                     for m in members])
+
+    def one(key, scale):
+        init_model = model.clone(init_scale=scale) if swept_scale else model
+        return create_train_state(
+            init_model, tx, key, image_shape,
+            l2=config.loss.l2, l1=config.loss.l1, label_smoothing=config.loss.label_smoothing,
+            apply_fn=apply_fn,
+        )
+
+    state = jax.jit(jax.vmap(one))(init_keys, scales)
+
+    # Per-member traced hyperparameters.
+    opt_values = {}
+    injected = find_hyperparams(state.opt_state)
+    for path in sorted({p for m in members for p in m if p.startswith("optimizer.")}):
+        name = path.split(".", 1)[1]
+        if name not in injected:
+            raise ValueError(f"{path} is not a hyperparameter of optimizer {config.optimizer.name!r}")
+        base = config.optimizer.get(name)
+        opt_values[name] = _stack([m.get(path, base) for m in members])
+    if opt_values:
+        state = state.replace(opt_state=set_hyperparams(state.opt_state, opt_values))
+    loss_hparams = dict(state.loss_hparams)
+    for path, name in LOSS_KEYS.items():
+        if any(path in m for m in members):
+            loss_hparams[name] = _stack([m.get(path, config.loss[name]) for m in members])
+    model_hparams = {}
+    if any("model.dropout_rate" in m for m in members):
+        base = config.model.get("dropout_rate") or 0.0
+        model_hparams["dropout_rate"] = _stack([m.get("model.dropout_rate", base) for m in members])
+    state = state.replace(loss_hparams=loss_hparams, model_hparams=model_hparams)
+    return Population(
+        state=state,
+        data_keys=data_keys,
+        alive=jnp.ones(len(members), bool),
+        values=[dict(m) for m in members],
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        ids=list(range(len(members))),
+    )
+
+
+def make_member_step(config: ml_collections.ConfigDict, mean, std):
+    """One member's step with divergence isolation.
+
+    `member_step(state, alive, data_key, permutation, index, images, labels)`:
+    a member that is not alive, or whose step is not finite, keeps its state
+    and is not alive afterwards (frozen for good, marked diverged).
+    """
+    step = make_step_fn(config, mean, std)
+
+    def member_step(state, alive, data_key, permutation, index, images, labels):
+        new_state, metrics = step(state, data_key, images, labels, permutation, index)
+        ok = alive & (metrics["finite"] > 0)
+        new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new_state, state)
+        return new_state, ok, metrics
+
+    return member_step
+
+
+def epoch_permutations(data_keys: jax.Array, epoch: int, num_examples: int, shared: bool) -> jax.Array:
+    """[P, N] per-member example orders (or [N] when batches are shared)."""
+    if shared:
+        return pipeline.epoch_permutation(data_keys[0], epoch, num_examples)
+    return jax.vmap(pipeline.epoch_permutation, in_axes=(0, None, None))(data_keys, epoch, num_examples)
+
+
+def make_population_eval(mean, std):
+    """Evaluates every member on a padded split in one jitted call."""
+
+    def evaluate(state, images, labels, mask):
+        return jax.vmap(lambda s: eval_split(s, images, labels, mask, mean, std))(state)
+
+    return jax.jit(evaluate)
+
+
+def take_members(population: Population, indices: Sequence[int]) -> Population:
+    """A smaller (or reordered) population: members `indices`, states copied on device."""
+    idx = jnp.asarray(np.asarray(indices, np.int32))
+    return dataclasses.replace(
+        population,
+        state=jax.tree_util.tree_map(lambda x: x[idx], population.state),
+        data_keys=population.data_keys[idx],
+        alive=population.alive[idx],
+        values=[dict(population.values[i]) for i in indices],
+        ids=[population.ids[i] for i in indices],
+    )

@@ -1,0 +1,226 @@
+"""The population training loop: P members, one compiled step, live top-k table."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax.data import pipeline
+from cnnjax.tuning import plans
+from cnnjax.tuning.population import (
+    Population,
+    epoch_permutations,
+    make_member_step,
+    make_population_eval,
+)
+
+
+@dataclasses.dataclass
+class MemberRecord:
+    """What the sweep reports about one member."""
+
+    member: int
+    values: dict[str, Any]
+    steps: int = 0
+    diverged: bool = False
+    diverged_step: int | None = None
+    train_loss: float = float("nan")
+    train_accuracy: float = float("nan")
+    val_accuracy: float = float("nan")
+    val_loss: float = float("nan")
+    best_val_accuracy: float = float("nan")
+    val_history: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        row = {"member": self.member, **self.values}
+        row.update(
+            steps=self.steps, diverged=self.diverged, diverged_step=self.diverged_step,
+            train_loss=self.train_loss, train_accuracy=self.train_accuracy,
+            final_val_accuracy=self.val_accuracy, best_val_accuracy=self.best_val_accuracy,
+            final_val_loss=self.val_loss, **self.extra,
+        )
+        return row
+
+
+def _eval_arrays(split, batch_size):
+    return tuple(jnp.asarray(a) for a in pipeline.pad_for_eval(split.images, split.labels, batch_size))
+
+
+class PopulationTrainer:
+    """Runs a population's steps; keeps the per-member records up to date.
+
+    Args:
+      config: the group's config (model, optimiser kind, batch size...).
+      dataset: a loaded `cnnjax.data.Dataset`.
+      records: member id -> MemberRecord (shared across rounds and rungs).
+      writer: a `cnnjax.training.writers.MetricWriter` or None.
+      plan / chunk_size / shared_batches: see `cnnjax.tuning.plans`.
+      mesh: optional `jax.sharding.Mesh` with a 'member' axis (vmap plan).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, dataset, records: dict[int, MemberRecord],
+                 writer=None, plan: str = "auto", chunk_size: int | None = None,
+                 shared_batches: bool = False, mesh=None, progress=None):
+        self.config = config
+        self.dataset = dataset
+        self.records = records
+        self.writer = writer
+        self.requested_plan = "vmap" if mesh is not None else plan
+        self.chunk_size = chunk_size
+        self.shared = shared_batches
+        self.mesh = mesh
+        self.progress = progress
+        self.mean, self.std = jnp.asarray(dataset.mean), jnp.asarray(dataset.std)
+        self.images = jnp.asarray(dataset.train.images)
+        self.labels = jnp.asarray(dataset.train.labels)
+        self.val = _eval_arrays(dataset.validation, config.eval_batch_size)
+        self.member_step = make_member_step(config, self.mean, self.std)
+        self.eval_fn = make_population_eval(self.mean, self.std)
+        self._compiled: dict[int, tuple[plans.Plan, Any]] = {}
+        self.trials: list[plans.Trial] = []
+
+    # -- placement ------------------------------------------------------------
+    def place(self, population: Population) -> Population:
+        """Shards the member axis over the mesh (if any)."""
+        if self.mesh is None:
+            return population
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        sharding = NamedSharding(self.mesh, PartitionSpec("member"))
+        put = lambda x: jax.device_put(x, sharding)  # noqa: E731
+        return dataclasses.replace(
+            population,
+            state=jax.tree_util.tree_map(put, population.state),
+            data_keys=put(population.data_keys),
+            alive=put(population.alive),
+        )
+
+    def _step_fn(self, population: Population, permutations):
+        size = population.size
+        if size not in self._compiled:
+            args = (population.state, population.alive, population.data_keys, permutations,
+                    jnp.asarray(0), self.images, self.labels)
+            plan, fn, trials = plans.choose_plan(
+                self.member_step, args, self.requested_plan, self.chunk_size, self.shared)
+            self.trials += trials
+            self._compiled[size] = (plan, fn)
+        return self._compiled[size][1]
+
+    def plan_for(self, size: int) -> str:
+        return str(self._compiled[size][0]) if size in self._compiled else "-"
+
+    # -- evaluation -------------------------------------------------------------
+    def evaluate(self, population: Population) -> tuple[np.ndarray, np.ndarray]:
+        """Validation (accuracy, loss) of every member, one call."""
+        sums = jax.device_get(self.eval_fn(population.state, *self.val))
+        count = np.maximum(sums["count"], 1.0)
+        return sums["correct"] / count, sums["loss_sum"] / count
+
+    def record_eval(self, population: Population, step: int) -> np.ndarray:
+        accuracy, loss = self.evaluate(population)
+        alive = np.asarray(jax.device_get(population.alive))
+        rows = []
+        for i, member in enumerate(population.ids):
+            rec = self.records[member]
+            rec.val_accuracy, rec.val_loss = float(accuracy[i]), float(loss[i])
+            rec.val_history.append((step, rec.val_accuracy))
+            if alive[i] and not (rec.best_val_accuracy >= rec.val_accuracy):
+                rec.best_val_accuracy = rec.val_accuracy
+            rows.append({"member": member, "val/accuracy": rec.val_accuracy, "val/loss": rec.val_loss})
+        if self.writer:
+            for row in rows:
+                self.writer.write(step, row)
+        return accuracy
+
+    # -- training ---------------------------------------------------------------
+    def train(self, population: Population, num_steps: int, eval_every_steps: int | None = None) -> Population:
+        """Advances every member by `num_steps` steps (frozen members stay put)."""
+        population = self.place(population)
+        spe = population.steps_per_epoch
+        n = self.dataset.train.num_examples
+        state, alive = population.state, population.alive
+        step = population.step
+        end = step + num_steps
+        perms, perm_epoch = None, -1
+        pending: list[tuple[Any, Any]] = []
+        log_every = self.config.log_every_steps
+
+        def flush(step_now):
+            nonlocal pending
+            if not pending:
+                return
+            host = jax.device_get(pending)
+            first = step_now - len(host) + 1
+            oks = np.stack([h[0] for h in host])  # [T, P]
+            for i, member in enumerate(population.ids):
+                rec = self.records[member]
+                bad = np.flatnonzero(~oks[:, i])
+                if bad.size and not rec.diverged:
+                    rec.diverged, rec.diverged_step = True, int(first + bad[0])
+                live_rows = [t for t in range(len(host)) if oks[t, i]]
+                if live_rows:
+                    rec.train_loss = float(np.mean([host[t][1]["loss"][i] for t in live_rows]))
+                    rec.train_accuracy = float(np.mean([host[t][1]["accuracy"][i] for t in live_rows]))
+                    rec.steps = int(first + live_rows[-1])
+                if self.writer:
+                    self.writer.write(step_now, {
+                        "member": member, "train/loss": rec.train_loss, "train/accuracy": rec.train_accuracy,
+                        "train/learning_rate": float(host[-1][1]["learning_rate"][i]),
+                        "diverged": rec.diverged,
+                    })
+            pending = []
+
+        while step < end:
+            epoch, index = divmod(step, spe)
+            if epoch != perm_epoch:
+                perms = epoch_permutations(population.data_keys, epoch, n, self.shared)
+                perm_epoch = epoch
+            fn = self._step_fn(dataclasses.replace(population, state=state, alive=alive), perms)
+            state, alive, metrics = fn(state, alive, population.data_keys, perms, jnp.asarray(index),
+                                       self.images, self.labels)
+            pending.append((alive, {k: metrics[k] for k in ("loss", "accuracy", "learning_rate")}))
+            step += 1
+            if self.progress is not None:
+                self.progress.update(len(population.ids))
+            if step % log_every == 0 or step == end:
+                flush(step)
+            if eval_every_steps and step % eval_every_steps == 0 and step != end:
+                flush(step)
+                self.record_eval(dataclasses.replace(population, state=state, alive=alive), step)
+                self._show(population)
+        flush(step)
+        population = dataclasses.replace(population, state=state, alive=alive, step=step)
+        self.record_eval(population, step)
+        self._show(population)
+        return population
+
+    def _show(self, population: Population, top: int = 5) -> None:
+        if self.progress is None:
+            return
+        recs = sorted((self.records[m] for m in population.ids),
+                      key=lambda r: -r.val_accuracy if math.isfinite(r.val_accuracy) else 1.0)
+        best = recs[0]
+        self.progress.set_postfix_str(
+            f"best val {best.val_accuracy:.4f} (member {best.member}); "
+            f"diverged {sum(self.records[m].diverged for m in population.ids)}", refresh=False)
+        if getattr(self.progress, "disable", True):
+            return
+        lines = [f"{'member':>6} {'val_acc':>8} {'train_loss':>10}  hyperparameters"]
+        for rec in recs[:top]:
+            hp = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in rec.values.items())
+            lines.append(f"{rec.member:>6} {rec.val_accuracy:>8.4f} {rec.train_loss:>10.4f}  {hp}"
+                         + ("  DIVERGED" if rec.diverged else ""))
+        self.progress.write("\n".join(lines))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
