@@ -14,11 +14,48 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (PATH[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "sweep"], "train: one model; sweep: the config's sweep as populations.")
 flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir even though its config.json differs from --config."
 )
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _train() -> None:
+    from cnnjax.training.train import train_and_evaluate
+
+    summary = train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
+    if summary.get("status") == "completed":
+        keys = ("eval/accuracy", "eval/loss", "val/accuracy", "train/loss", "steps", "num_params", "wall_time_s")
+        print("Summary: " + ", ".join(f"{k}={summary[k]:.4g}" for k in keys if k in summary))
+        logging.info("Summary written to %s/summary.json", FLAGS.workdir)
+
+
+def _sweep() -> None:
+    from cnnjax.tuning.sweep import run_sweep
+
+    summary = run_sweep(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
+    print(f"Sweep: {summary['members']} members, {summary['diverged']} diverged; best member "
+          f"{summary['best_member']} val accuracy {summary['best_val_accuracy']} with {summary['best_values']}. "
+          f"Results in {FLAGS.workdir}/results.csv")
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+
+
+MODES = {"train": _train, "sweep": _sweep}
+
+
+def _user_errors() -> tuple[type, ...]:
+    """Errors that are the input's fault: printed as a message, exit status 2."""
+    from cnnjax.data import DatasetNotPreparedError
+    from cnnjax.training.config import ConfigError
+    from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError
+    from cnnjax.tuning.plans import PlanError
+    from cnnjax.tuning.space import SpaceError
+    from cnnjax.tuning.sweep import SweepError
+
+    return (ConfigError, WorkdirConfigMismatchError, NonFiniteLossError, DatasetNotPreparedError,
+            SpaceError, SweepError, PlanError)
 
 
 def main(argv: list[str]) -> int:
@@ -27,26 +64,13 @@ def main(argv: list[str]) -> int:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # libraries' INFO chatter drowns the progress bar
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Library imports after flag parsing keep `--help` fast.
-    from cnnjax.training import config as config_lib
-    from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError, train_and_evaluate
-
+    # Library imports happen after flag parsing, which keeps `--help` fast.
+    errors = _user_errors()
     try:
-        summary = train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
-    except (config_lib.ConfigError, WorkdirConfigMismatchError, NonFiniteLossError) as err:
+        MODES[FLAGS.mode]()
+    except errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # data set missing and the like: a message, not a trace
-        from cnnjax.data import DatasetNotPreparedError
-
-        if isinstance(err, DatasetNotPreparedError):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
-    if summary.get("status") == "completed":
-        keys = ("eval/accuracy", "eval/loss", "val/accuracy", "train/loss", "steps", "num_params", "wall_time_s")
-        print("Summary: " + ", ".join(f"{k}={summary[k]:.4g}" for k in keys if k in summary))
-        logging.info("Summary written to %s/summary.json", FLAGS.workdir)
     return 0
 
 

@@ -79,6 +79,27 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.l2 = 0.0
     c.loss.l1 = 0.0
     c.loss.label_smoothing = 0.0
+
+    # Hyperparameter search (`--mode=sweep`); see cnnjax/tuning/sweep.py.
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.space = ml_collections.ConfigDict()  # e.g. space.optimizer.learning_rate = "loguniform(1e-3, 1)"
+    c.sweep.space_extra = ""  # "path=spec; path=spec": dimensions added from the command line
+    c.sweep.population_size = 16
+    c.sweep.sampler = "random"  # random | grid | quasi_random
+    c.sweep.grid_points = 3
+    c.sweep.strategy = "single"  # single | coarse_to_fine | successive_halving | pbt
+    c.sweep.seed = 0
+    c.sweep.plan = "auto"  # auto | vmap | chunked | sequential
+    c.sweep.chunk_size = config_dict.placeholder(int)
+    c.sweep.shared_batches = False
+    c.sweep.mesh_devices = 1  # shard the member axis over this many devices (0: all)
+    c.sweep.rounds = 3  # coarse_to_fine
+    c.sweep.top_k = 4  # coarse_to_fine
+    c.sweep.eta = 2  # successive_halving: keep 1/eta at each rung
+    c.sweep.min_epochs = 1.0  # successive_halving: first rung
+    c.sweep.pbt_interval_epochs = 1.0
+    c.sweep.pbt_fraction = 0.25
+    c.sweep.pbt_perturb = (0.8, 1.25)
     return c
 
 

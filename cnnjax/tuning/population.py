@@ -102,7 +102,26 @@ def init_population(
 
     state = jax.jit(jax.vmap(one))(init_keys, scales)
 
-    # Per-member traced hyperparameters.
+    state = set_member_values(state, config, members)
+    return Population(
+        state=state,
+        data_keys=data_keys,
+        alive=jnp.ones(len(members), bool),
+        values=[dict(m) for m in members],
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        ids=list(range(len(members))),
+    )
+
+
+def set_member_values(state: TrainState, config: ml_collections.ConfigDict,
+                      members: Sequence[dict[str, Any]]) -> TrainState:
+    """Writes each member's traced hyperparameters into the stacked state.
+
+    Optimiser ones go into `opt_state`, loss ones into `loss_hparams`, the
+    dropout rate into `model_hparams`; keys a member lacks take `config`'s value.
+    (`seed`, `data_seed` and `model.init_scale` act at initialisation only.)
+    """
     opt_values = {}
     injected = find_hyperparams(state.opt_state)
     for path in sorted({p for m in members for p in m if p.startswith("optimizer.")}):
@@ -117,20 +136,11 @@ def init_population(
     for path, name in LOSS_KEYS.items():
         if any(path in m for m in members):
             loss_hparams[name] = _stack([m.get(path, config.loss[name]) for m in members])
-    model_hparams = {}
+    model_hparams = dict(state.model_hparams)
     if any("model.dropout_rate" in m for m in members):
         base = config.model.get("dropout_rate") or 0.0
         model_hparams["dropout_rate"] = _stack([m.get("model.dropout_rate", base) for m in members])
-    state = state.replace(loss_hparams=loss_hparams, model_hparams=model_hparams)
-    return Population(
-        state=state,
-        data_keys=data_keys,
-        alive=jnp.ones(len(members), bool),
-        values=[dict(m) for m in members],
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        ids=list(range(len(members))),
-    )
+    return state.replace(loss_hparams=loss_hparams, model_hparams=model_hparams)
 
 
 def make_member_step(config: ml_collections.ConfigDict, mean, std):

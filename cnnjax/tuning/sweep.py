@@ -1,0 +1,391 @@
+"""`run_sweep(config, workdir)`: a hyperparameter search as populations.
+
+Strategies (`sweep.strategy`):
+- `single`: one population of `sweep.population_size` members drawn by
+  `sweep.sampler` (grid / random / quasi_random), trained for `num_epochs`.
+- `coarse_to_fine`: `sweep.rounds` populations; each round narrows every
+  continuous dimension (in its warped, e.g. log, space) to the span of the
+  previous round's `top_k`, and widens past an edge (with a warning in the
+  results) when the best value sits on that edge of the range.
+- `successive_halving`: rungs at `min_epochs * eta^k` epochs; after each rung
+  the best 1/eta members are repacked on device into a smaller population.
+- `pbt`: every `pbt_interval_epochs` the worst `pbt_fraction` copy parameters
+  and optimiser state of members from the best fraction and perturb their
+  hyperparameters by a factor from `pbt_perturb`, all on device.
+Values that change shapes or code (model, optimiser kind, batch size...) split a
+sweep into groups, each its own population, run one after another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cnnjax.training import config as config_lib
+from cnnjax.training.train import check_workdir, _config_as_json
+from cnnjax.training.writers import MetricWriter, write_json
+from cnnjax.tuning import plans as plans_lib
+from cnnjax.tuning import space as space_lib
+from cnnjax.tuning.population import init_population, member_config, set_member_values, take_members
+from cnnjax.tuning.runner import MemberRecord, PopulationTrainer
+
+STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "pbt")
+# PBT perturbs only values that act during training (not seeds or init scale).
+PBT_PERTURBABLE = tuple(p for p in space_lib.TRACED_PATHS if p not in ("seed", "data_seed", "model.init_scale"))
+
+
+class SweepError(ValueError):
+    """A sweep config that cannot run; raised before any compile or write."""
+
+
+def read_space(config: ml_collections.ConfigDict) -> dict[str, space_lib.Distribution]:
+    space = space_lib.flatten_space(config.sweep.space)
+    for item in filter(None, (s.strip() for s in config.sweep.get("space_extra", "").split(";"))):
+        if "=" not in item:
+            raise SweepError(f"sweep.space_extra item {item!r}: expected PATH=SPEC")
+        path, spec = (x.strip() for x in item.split("=", 1))
+        space[path] = space_lib.parse_distribution(path, spec)
+    return space
+
+
+def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Distribution]:
+    """Checks the sweep block; returns the flattened space."""
+    sweep = config.sweep
+    errors = []
+    if sweep.strategy not in STRATEGY_CHOICES:
+        errors.append(f"sweep.strategy={sweep.strategy!r} is unknown; valid choices: {', '.join(STRATEGY_CHOICES)}")
+    if sweep.sampler not in space_lib.SAMPLER_CHOICES:
+        errors.append(f"sweep.sampler={sweep.sampler!r} is unknown; valid choices: "
+                      f"{', '.join(space_lib.SAMPLER_CHOICES)}")
+    if sweep.plan not in plans_lib.PLAN_CHOICES:
+        errors.append(f"sweep.plan={sweep.plan!r} is unknown; valid choices: {', '.join(plans_lib.PLAN_CHOICES)}")
+    if sweep.population_size < 1:
+        errors.append(f"sweep.population_size must be >= 1, got {sweep.population_size}")
+    if sweep.chunk_size is not None and sweep.chunk_size < 1:
+        errors.append(f"sweep.chunk_size must be >= 1, got {sweep.chunk_size}")
+    if sweep.grid_points < 1:
+        errors.append(f"sweep.grid_points must be >= 1, got {sweep.grid_points}")
+    if sweep.strategy == "coarse_to_fine" and (sweep.rounds < 1 or not 1 <= sweep.top_k <= sweep.population_size):
+        errors.append(f"coarse_to_fine needs sweep.rounds >= 1 and 1 <= sweep.top_k <= population_size "
+                      f"(got rounds={sweep.rounds}, top_k={sweep.top_k})")
+    if sweep.strategy == "successive_halving" and (sweep.eta < 2 or sweep.min_epochs <= 0):
+        errors.append(f"successive_halving needs sweep.eta >= 2 and sweep.min_epochs > 0 "
+                      f"(got eta={sweep.eta}, min_epochs={sweep.min_epochs})")
+    if sweep.strategy == "pbt" and not (0 < sweep.pbt_fraction <= 0.5 and sweep.pbt_interval_epochs > 0):
+        errors.append("pbt needs 0 < sweep.pbt_fraction <= 0.5 and sweep.pbt_interval_epochs > 0")
+    if errors:
+        raise SweepError("Invalid sweep:\n  - " + "\n  - ".join(errors))
+    space = read_space(config)
+    if not space:
+        raise SweepError("sweep.space is empty: give at least one dimension, e.g. "
+                         "--config.sweep.space_extra='optimizer.learning_rate=loguniform(1e-3, 1)'")
+    space_lib.check_paths(space, config)
+    if sweep.strategy in ("coarse_to_fine",) and sweep.sampler == "grid":
+        raise SweepError("coarse_to_fine samples each round with random or quasi_random, not grid")
+    if sweep.strategy == "pbt" and not any(p in PBT_PERTURBABLE for p in space):
+        raise SweepError(f"pbt needs a dimension it can perturb: one of {', '.join(PBT_PERTURBABLE)}")
+    if sweep.sampler == "grid":
+        space_lib.sample(space, "grid", sweep.population_size, grid_points=sweep.grid_points)
+    return space
+
+
+class Sweep:
+    """State shared by the strategies: data, records, writer, progress."""
+
+    def __init__(self, config, dataset, workdir, space, progress):
+        self.config = config
+        self.dataset = dataset
+        self.workdir = workdir
+        self.space = space
+        self.records: dict[int, MemberRecord] = {}
+        self.warnings: list[str] = []
+        self.writer = MetricWriter(workdir, tensorboard=False)
+        self.progress = progress
+        self.plans_used: list[dict[str, Any]] = []
+        self.next_id = 0
+        self.mesh = _member_mesh(config.sweep.mesh_devices)
+
+    def new_records(self, members: list[dict[str, Any]], round_index: int = 0) -> list[int]:
+        ids = []
+        for values in members:
+            self.records[self.next_id] = MemberRecord(self.next_id, dict(values), extra={"round": round_index})
+            ids.append(self.next_id)
+            self.next_id += 1
+        return ids
+
+    def trainer(self, group_config) -> PopulationTrainer:
+        return PopulationTrainer(
+            group_config, self.dataset, self.records, writer=self.writer, plan=self.config.sweep.plan,
+            chunk_size=self.config.sweep.chunk_size, shared_batches=self.config.sweep.shared_batches,
+            mesh=self.mesh, progress=self.progress,
+        )
+
+    def population(self, group_config, members, ids):
+        pop = init_population(group_config, [_traced(m) for m in members], self.dataset.num_classes,
+                              self.dataset.image_shape, self.dataset.train.num_examples,
+                              shared_batches=self.config.sweep.shared_batches)
+        return dataclasses.replace(pop, ids=list(ids))
+
+    def note_plans(self, trainer: PopulationTrainer, group: dict[str, Any]) -> None:
+        for t in trainer.trials:
+            self.plans_used.append({"group": group, "plan": str(t.plan), "step_ms": t.step_ms,
+                                    "memory_mib": None if t.memory_bytes is None else t.memory_bytes / 2**20,
+                                    "fits": t.fits})
+        trainer.trials = []
+
+
+def _traced(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in space_lib.TRACED_PATHS}
+
+
+def _member_mesh(mesh_devices: int):
+    devices = jax.devices()
+    count = len(devices) if mesh_devices == 0 else mesh_devices
+    if count <= 1:
+        return None
+    if count > len(devices):
+        raise SweepError(f"sweep.mesh_devices={count} but only {len(devices)} devices are visible")
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(devices[:count]), ("member",))
+
+
+def _groups(members):
+    return space_lib.split_static(members)
+
+
+def _eval_every(config, steps_per_epoch):
+    return max(1, int(config.eval_every_epochs * steps_per_epoch)) if config.eval_every_epochs else None
+
+
+def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], num_epochs: float | None = None):
+    """Trains members (split into static groups) for the whole budget."""
+    for static, idx in _groups(members):
+        group_config = member_config(sweep.config, static)
+        group_ids = [ids[i] for i in idx]
+        pop = sweep.population(group_config, [members[i] for i in idx], group_ids)
+        _pad_check(sweep, pop)
+        trainer = sweep.trainer(group_config)
+        steps = pop.total_steps if num_epochs is None else int(round(num_epochs * pop.steps_per_epoch))
+        trainer.train(pop, steps, _eval_every(group_config, pop.steps_per_epoch))
+        sweep.note_plans(trainer, static)
+
+
+def _pad_check(sweep, pop):
+    if sweep.mesh is not None and pop.size % sweep.mesh.size:
+        raise SweepError(f"a population of {pop.size} members cannot be split evenly over "
+                         f"{sweep.mesh.size} devices; use a multiple of {sweep.mesh.size}")
+
+
+def run_single(sweep: Sweep) -> None:
+    s = sweep.config.sweep
+    members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
+                               seed=s.seed, grid_points=s.grid_points)
+    _train_groups(sweep, members, sweep.new_records(members))
+
+
+def _score(rec: MemberRecord) -> float:
+    return -1.0 if rec.diverged or not math.isfinite(rec.best_val_accuracy) else rec.best_val_accuracy
+
+
+def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
+    s = sweep.config.sweep
+    space = dict(sweep.space)
+    rounds = []
+    for r in range(s.rounds):
+        members = space_lib.sample(space, s.sampler, s.population_size, seed=s.seed + r)
+        ids = sweep.new_records(members, round_index=r)
+        _train_groups(sweep, members, ids)
+        ranked = sorted(ids, key=lambda i: -_score(sweep.records[i]))
+        top = [sweep.records[i] for i in ranked[: s.top_k]]
+        rounds.append({"round": r, "space": {k: str(v) for k, v in space.items()},
+                       "best": top[0].best_val_accuracy, "best_member": top[0].member})
+        if r == s.rounds - 1:
+            break
+        new_space = dict(space)
+        for path, dist in space.items():
+            if dist.kind in ("choice", "int"):
+                continue
+            lo, hi = dist.warped_bounds()
+            width = hi - lo
+            vals = [dist._to_warped(rec.values[path]) for rec in top]
+            best = dist._to_warped(top[0].values[path])
+            new_lo, new_hi = min(vals), max(vals)
+            margin = 0.1 * width
+            new_lo, new_hi = max(lo, new_lo - margin), min(hi, new_hi + margin)
+            if best - lo < edge_fraction * width:
+                new_lo = lo - 0.5 * width
+                sweep.warnings.append(f"round {r}: best {path}={top[0].values[path]:.4g} sits on the low edge "
+                                      f"of {dist}; widening below it")
+            if hi - best < edge_fraction * width:
+                new_hi = hi + 0.5 * width
+                sweep.warnings.append(f"round {r}: best {path}={top[0].values[path]:.4g} sits on the high edge "
+                                      f"of {dist}; widening above it")
+            new_lo_v, new_hi_v = dist.from_warped(new_lo), dist.from_warped(new_hi)
+            if dist.kind == "one_minus_loguniform":
+                new_hi_v = min(new_hi_v, 1 - 1e-9)
+            if dist.kind == "loguniform":
+                new_lo_v = max(new_lo_v, 1e-12)
+            new_space[path] = dist.with_range(new_lo_v, new_hi_v)
+        space = new_space
+    sweep.extra = {"rounds": rounds}
+
+
+def run_successive_halving(sweep: Sweep) -> None:
+    s = sweep.config.sweep
+    members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
+                               seed=s.seed, grid_points=s.grid_points)
+    ids = sweep.new_records(members)
+    rungs_log = []
+    for static, idx in _groups(members):
+        group_config = member_config(sweep.config, static)
+        pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
+        trainer = sweep.trainer(group_config)
+        epochs_done, rung_epochs = 0.0, s.min_epochs
+        while True:
+            target = min(rung_epochs, group_config.num_epochs)
+            steps = int(round(target * pop.steps_per_epoch)) - pop.step
+            pop = trainer.train(pop, steps, None)
+            epochs_done = target
+            ranked = sorted(range(pop.size), key=lambda i: -_score(sweep.records[pop.ids[i]]))
+            keep = max(1, math.ceil(pop.size / s.eta))
+            rungs_log.append({"group": static, "epochs": epochs_done, "members": list(pop.ids),
+                              "kept": [pop.ids[i] for i in ranked[:keep]]})
+            for i in ranked[keep:]:
+                sweep.records[pop.ids[i]].extra["stopped_at_epoch"] = epochs_done
+            if epochs_done >= group_config.num_epochs or pop.size == 1:
+                break
+            pop = take_members(pop, sorted(ranked[:keep]))
+            rung_epochs *= s.eta
+        sweep.note_plans(trainer, static)
+    sweep.extra = {"rungs": rungs_log}
+
+
+def run_pbt(sweep: Sweep) -> None:
+    s = sweep.config.sweep
+    members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
+                               seed=s.seed, grid_points=s.grid_points)
+    ids = sweep.new_records(members)
+    rng = np.random.default_rng(s.seed)
+    events = []
+    for static, idx in _groups(members):
+        group_config = member_config(sweep.config, static)
+        pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
+        trainer = sweep.trainer(group_config)
+        interval = max(1, int(round(s.pbt_interval_epochs * pop.steps_per_epoch)))
+        while pop.step < pop.total_steps:
+            pop = trainer.train(pop, min(interval, pop.total_steps - pop.step), None)
+            if pop.step >= pop.total_steps:
+                break
+            scores = [sweep.records[m].val_accuracy if not sweep.records[m].diverged else -1.0 for m in pop.ids]
+            order = np.argsort(scores)
+            count = max(1, int(round(s.pbt_fraction * pop.size)))
+            if pop.size < 2:
+                break
+            losers, winners = order[:count], order[-count:]
+            source = list(range(pop.size))
+            values = [dict(v) for v in pop.values]
+            for loser in losers:
+                winner = int(rng.choice(winners))
+                source[loser] = winner
+                new = dict(pop.values[winner])
+                for path in new:
+                    if path in PBT_PERTURBABLE and isinstance(new[path], float):
+                        new[path] = _perturb(path, new[path], float(rng.choice(s.pbt_perturb)))
+                values[loser] = new
+                events.append({"step": pop.step, "member": pop.ids[loser], "copied_from": pop.ids[winner],
+                               "values": new})
+            pop = _exploit(pop, source, values, group_config)
+            for i, m in enumerate(pop.ids):
+                sweep.records[m].values = dict(values[i])
+                if i in set(int(x) for x in losers):
+                    sweep.records[m].diverged = False  # a copied member restarts from healthy weights
+                    sweep.records[m].diverged_step = None
+        sweep.note_plans(trainer, static)
+    sweep.extra = {"pbt_events": events}
+
+
+def _perturb(path: str, value: float, factor: float) -> float:
+    if path.startswith(("optimizer.momentum", "optimizer.b1", "optimizer.b2", "optimizer.rho", "optimizer.decay")):
+        return float(min(1 - (1 - value) / factor, 0.9999))  # perturb 1-beta, stay below 1
+    if path in ("loss.label_smoothing", "model.dropout_rate"):
+        return float(min(value * factor, 0.95))
+    return float(value * factor)
+
+
+def _exploit(pop, source, values, config):
+    """Members copy the state of `source[i]` (weights, optimiser, BN) and take `values[i]`."""
+    moved = take_members(pop, source)
+    state = set_member_values(moved.state, config, [_traced(v) for v in values])
+    return dataclasses.replace(moved, state=state, values=[_traced(v) for v in values], ids=list(pop.ids),
+                               data_keys=pop.data_keys)
+
+
+STRATEGIES = {
+    "single": run_single,
+    "coarse_to_fine": run_coarse_to_fine,
+    "successive_halving": run_successive_halving,
+    "pbt": run_pbt,
+}
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
+              allow_config_change: bool = False) -> dict[str, Any]:
+    """Runs `config.sweep` and writes results.csv/json, metrics.jsonl, plots, summary.json."""
+    start = time.time()
+    config_lib.validate_config(config)
+    space = validate_sweep(config)
+    if dataset is None:
+        from cnnjax.data import load_dataset
+
+        dataset = load_dataset(config.data)
+    config_lib.validate_against_data(config, dataset.train.num_examples)
+    check_workdir(config, workdir, allow_config_change)
+    if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
+        raise SweepError(f"{workdir} already holds sweep results; use a new --workdir")
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=None, unit="member-step", disable=not config.progress_bar, dynamic_ncols=True)
+    sweep = Sweep(config, dataset, workdir, space, progress)
+    sweep.extra = {}
+    try:
+        STRATEGIES[config.sweep.strategy](sweep)
+    finally:
+        progress.close()
+        sweep.writer.close()
+
+    from cnnjax.tuning import report
+
+    rows = [rec.row() for rec in sweep.records.values()]
+    report.write_results(workdir, rows)
+    plots = report.write_plots(workdir, rows, space)
+    alive = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_accuracy"])]
+    best = max(alive, key=lambda r: r["best_val_accuracy"]) if alive else None
+    summary = {
+        "strategy": config.sweep.strategy,
+        "members": len(rows),
+        "diverged": sum(r["diverged"] for r in rows),
+        "best_member": best["member"] if best else None,
+        "best_val_accuracy": best["best_val_accuracy"] if best else None,
+        "best_values": {k: best[k] for k in space if k in best} if best else None,
+        "warnings": sweep.warnings,
+        "plans": sweep.plans_used,
+        "plots": plots,
+        "wall_time_s": time.time() - start,
+        **sweep.extra,
+    }
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    for warning in sweep.warnings:
+        logging.warning(warning)
+    return summary
