@@ -151,6 +151,9 @@ class PopulationTrainer:
         perms, perm_epoch = None, -1
         pending: list[tuple[Any, Any]] = []
         log_every = self.config.log_every_steps
+        if self.progress is not None:
+            self.progress.total = (self.progress.total or 0) + num_steps * population.size
+            self.progress.refresh()
 
         def flush(step_now):
             nonlocal pending

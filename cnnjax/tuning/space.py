@@ -103,10 +103,15 @@ class Distribution:
             count = self.args[1] - self.args[0] + 1
             if count <= points:
                 return list(range(self.args[0], self.args[1] + 1))
+        if self.kind == "int":
+            return sorted({self.value(min(i / (points - 1), 0.999999)) for i in range(points)}) if points > 1 else [
+                self.value(0.5)]
         if points == 1:
             return [self.value(0.5)]
-        return [self.value(i / (points - 1)) if self.kind != "int" else self.value(min(i / (points - 1), 0.999999))
-                for i in range(points)]
+        lo, hi = self._to_warped(self.low), self._to_warped(self.high)
+        # Endpoints exactly: the grid includes both bounds.
+        return [self.low] + [self._from_warped(lo + i / (points - 1) * (hi - lo)) for i in range(1, points - 1)] + [
+            self.high]
 
     def with_range(self, low: float, high: float) -> "Distribution":
         return Distribution(self.kind, (low, high))
@@ -227,7 +232,7 @@ def check_paths(space: dict[str, Distribution], config: Any) -> None:
             node = node[part]
         if parts[-1] not in node:
             raise SpaceError(f"sweep.space.{path}: the config has no key {path!r}")
-    for path, dist in space.items():
+    for path in space:
         if path.startswith("optimizer.") and path not in ("optimizer.learning_rate", "optimizer.weight_decay",
                                                           "optimizer.name", "optimizer.grad_clip_norm"):
             names = space["optimizer.name"].args if "optimizer.name" in space else (config.optimizer.name,)

@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from cnnjax.training import config as config_lib
-from cnnjax.training.train import check_workdir, _config_as_json
+from cnnjax.training.train import _config_as_json, check_workdir
 from cnnjax.training.writers import MetricWriter, write_json
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
@@ -196,6 +196,37 @@ def _score(rec: MemberRecord) -> float:
     return -1.0 if rec.diverged or not math.isfinite(rec.best_val_accuracy) else rec.best_val_accuracy
 
 
+def narrow_space(space: dict[str, space_lib.Distribution], top: list[dict[str, Any]],
+                 edge_fraction: float = 0.1) -> tuple[dict[str, space_lib.Distribution], list[str]]:
+    """The next coarse-to-fine range of each continuous dimension.
+
+    `top` holds the best members' values, best first. Each range shrinks (in
+    warped, e.g. log, space) to the span of `top` plus 10% of the old width on
+    each side; when the best value lies within `edge_fraction` of an edge, the
+    range is instead widened past that edge by half its width, with a warning.
+    """
+    new_space, warnings = dict(space), []
+    for path, dist in space.items():
+        if dist.kind in ("choice", "int"):
+            continue
+        lo, hi = dist.warped_bounds()
+        width = hi - lo
+        vals = [dist._to_warped(values[path]) for values in top]
+        best = vals[0]
+        new_lo, new_hi = max(lo, min(vals) - 0.1 * width), min(hi, max(vals) + 0.1 * width)
+        if best - lo < edge_fraction * width:
+            new_lo = lo - 0.5 * width
+            warnings.append(f"best {path}={top[0][path]:.4g} sits on the low edge of {dist}; widening below it")
+        if hi - best < edge_fraction * width:
+            new_hi = hi + 0.5 * width
+            warnings.append(f"best {path}={top[0][path]:.4g} sits on the high edge of {dist}; widening above it")
+        new_lo_v, new_hi_v = dist.from_warped(new_lo), dist.from_warped(new_hi)
+        if dist.kind == "one_minus_loguniform":
+            new_lo_v, new_hi_v = max(new_lo_v, 0.0), min(new_hi_v, 1 - 1e-9)
+        new_space[path] = dist.with_range(new_lo_v, new_hi_v)
+    return new_space, warnings
+
+
 def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
     s = sweep.config.sweep
     space = dict(sweep.space)
@@ -210,31 +241,8 @@ def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
                        "best": top[0].best_val_accuracy, "best_member": top[0].member})
         if r == s.rounds - 1:
             break
-        new_space = dict(space)
-        for path, dist in space.items():
-            if dist.kind in ("choice", "int"):
-                continue
-            lo, hi = dist.warped_bounds()
-            width = hi - lo
-            vals = [dist._to_warped(rec.values[path]) for rec in top]
-            best = dist._to_warped(top[0].values[path])
-            new_lo, new_hi = min(vals), max(vals)
-            margin = 0.1 * width
-            new_lo, new_hi = max(lo, new_lo - margin), min(hi, new_hi + margin)
-            if best - lo < edge_fraction * width:
-                new_lo = lo - 0.5 * width
-                sweep.warnings.append(f"round {r}: best {path}={top[0].values[path]:.4g} sits on the low edge "
-                                      f"of {dist}; widening below it")
-            if hi - best < edge_fraction * width:
-                new_hi = hi + 0.5 * width
-                sweep.warnings.append(f"round {r}: best {path}={top[0].values[path]:.4g} sits on the high edge "
-                                      f"of {dist}; widening above it")
-            new_lo_v, new_hi_v = dist.from_warped(new_lo), dist.from_warped(new_hi)
-            if dist.kind == "one_minus_loguniform":
-                new_hi_v = min(new_hi_v, 1 - 1e-9)
-            if dist.kind == "loguniform":
-                new_lo_v = max(new_lo_v, 1e-12)
-            new_space[path] = dist.with_range(new_lo_v, new_hi_v)
+        new_space, warnings = narrow_space(space, [rec.values for rec in top], edge_fraction)
+        sweep.warnings += [f"round {r}: {w}" for w in warnings]
         space = new_space
     sweep.extra = {"rounds": rounds}
 

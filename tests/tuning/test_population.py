@@ -1,9 +1,6 @@
 """Population == single runs; divergence isolation; plans agree; sharding == 1 device."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -75,7 +72,7 @@ def test_member_equals_single_run_with_its_hyperparameters(setup, tmp_path):
     pop, records = _train(config, dataset, MEMBERS, steps=8)
     for i, values in list(enumerate(MEMBERS))[1:]:
         single = _single_params(config, dataset, values, tmp_path / f"m{i}")
-        member = jax.tree_util.tree_map(lambda x: x[i], pop.state)
+        member = jax.tree_util.tree_map(lambda x, i=i: x[i], pop.state)
         for a, b in zip(jax.tree_util.tree_leaves(member.params), jax.tree_util.tree_leaves(single.params)):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
         np.testing.assert_array_equal(member.step, single.step)

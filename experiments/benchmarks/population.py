@@ -1,0 +1,148 @@
+"""Population throughput: member-steps/s of each execution plan vs P sequential single runs.
+
+    python experiments/benchmarks/population.py [--quick] [--out=FILE.json]
+
+LeNet-5 on mnist5k (batch 32) and CIFAR ResNet-20 on synthetic 32x32x3 batches
+(batch 32). For each P the sequential figure is the single-model step (the one
+`cnnjax.main` runs) called P times; each plan's figure is the population step.
+All numbers are steady state (compile and warm-up excluded) and measured in one
+run, alternating, so their ratios are fair on a noisy machine.
+`--quick`: LeNet-5 only, P in {1, 16}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnnjax.training.config import base_config  # noqa: E402
+from cnnjax.training.optim import optimizer_from_config  # noqa: E402
+from cnnjax.training.state import create_train_state  # noqa: E402
+from cnnjax.training.train import build_model, make_step_fn, member_keys  # noqa: E402
+from cnnjax.tuning import plans  # noqa: E402
+from cnnjax.tuning.population import epoch_permutations, init_population, make_member_step  # noqa: E402
+
+
+def synthetic(n, shape, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    split = SimpleNamespace(images=rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+                            labels=rng.integers(0, classes, n).astype(np.int32), num_examples=n)
+    return SimpleNamespace(name="synthetic", train=split, validation=split, test=split, num_classes=classes,
+                           image_shape=shape, mean=np.full((1, 1, shape[-1]), 0.5, np.float32),
+                           std=np.full((1, 1, shape[-1]), 0.25, np.float32))
+
+
+def mnist5k():
+    from cnnjax.data import load_dataset
+
+    config = base_config()
+    config.data.preprocess = "standardize"
+    return load_dataset(config.data)
+
+
+def _time(fn, repeats):
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / repeats
+
+
+def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_size=32):
+    config = base_config()
+    config.model.name = model_name
+    config.batch_size = batch_size
+    config.optimizer.name = "momentum"
+    config.optimizer.momentum = 0.9
+    config.num_epochs = 1
+    mean, std = jnp.asarray(dataset.mean), jnp.asarray(dataset.std)
+    images, labels = jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels)
+    n = dataset.train.num_examples
+
+    # Sequential baseline: the single-run step, called P times.
+    model = build_model(config, dataset.num_classes)
+    spe = n // batch_size
+    tx = optimizer_from_config(config, spe, spe)
+    init_key, data_key = member_keys(0)
+    single = create_train_state(model, tx, init_key, dataset.image_shape)
+    step = jax.jit(make_step_fn(config, mean, std), donate_argnums=0)
+    perm = jax.random.permutation(data_key, n)
+    holder = {"state": single}
+
+    def single_step():
+        holder["state"], metrics = step(holder["state"], data_key, images, labels, perm, 0)
+        return metrics
+
+    _time(single_step, 3)
+    records = []
+    member_step = make_member_step(config, mean, std)
+    for size in population_sizes:
+        members = [{"optimizer.learning_rate": 0.01 * (1 + i % 4), "seed": i} for i in range(size)]
+        pop = init_population(config, members, dataset.num_classes, dataset.image_shape, n)
+        perms = epoch_permutations(pop.data_keys, 0, n, False)
+        args = (pop.state, pop.alive, pop.data_keys, perms, jnp.asarray(0), images, labels)
+        compiled = {}
+        for name in plan_names:
+            plan = plans.Plan(name, chunk_size=4 if name == "chunked" else None)
+            if name == "chunked" and size <= 4:
+                continue
+            compiled[str(plan)] = jax.jit(plans.map_members(member_step, plan, False), donate_argnums=(0,))
+        auto_plan, auto_fn, _ = plans.choose_plan(member_step, args, "auto")
+        compiled[f"auto={auto_plan}"] = auto_fn
+        states = {}
+        for key, fn in compiled.items():
+            states[key] = jax.tree_util.tree_map(jnp.copy, pop.state)
+            holder2 = {"s": states[key]}
+
+            def run(fn=fn, holder2=holder2):
+                holder2["s"], alive, metrics = fn(holder2["s"], *args[1:])
+                return metrics
+
+            states[key] = run
+            _time(run, 2)  # compile + warm-up
+        seq_times, plan_times = [], {k: [] for k in compiled}
+        for _ in range(3):  # alternate to spread machine noise evenly
+            seq_times.append(_time(single_step, repeats) * size)
+            for key in compiled:
+                plan_times[key].append(_time(states[key], max(1, repeats // max(1, size // 4))))
+        seq = size / float(np.median(seq_times))
+        for key, times in plan_times.items():
+            rate = size / float(np.median(times))
+            plan_name = "auto" if key.startswith("auto=") else key
+            records.append({"model": model_name, "P": size, "plan": plan_name,
+                            "picked": key.split("=", 1)[1] if key.startswith("auto=") else None,
+                            "member_steps_per_s": rate, "sequential_member_steps_per_s": seq,
+                            "ratio": rate / seq, "device": jax.devices()[0].device_kind})
+            print(f"{model_name:16s} P={size:3d} {key:22s} {rate:9.1f} member-steps/s   "
+                  f"sequential {seq:9.1f}   ratio {rate / seq:5.2f}", flush=True)
+    return records
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    plan_names = ["vmap", "chunked", "sequential"]
+    records = measure("lenet5", mnist5k(), [1, 16] if args.quick else [1, 4, 16, 64], plan_names, args.repeats)
+    if not args.quick:
+        records += measure("resnet20_cifar", synthetic(512, (32, 32, 3)), [1, 4, 16], plan_names,
+                           max(2, args.repeats // 5))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
