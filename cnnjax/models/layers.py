@@ -276,3 +276,82 @@ class Dropout(nn.Module):
         keep = 1.0 - jnp.asarray(self.rate, jnp.float32)
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
         return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
+CONV_IMPL_CHOICES = ("auto", "xla", "im2col")
+
+
+def _resolve_impl(impl: str) -> str:
+    if impl not in CONV_IMPL_CHOICES:
+        raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
+    if impl == "auto":
+        # XLA's CPU convolutions (and their vmapped, grouped form) are slow; a
+        # matmul over shifted slices is faster there. Accelerators keep cuDNN/XLA.
+        return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
+    """2-D convolution as one matmul over shifted slices (NHWC input, HWIO kernel).
+
+    Equals `lax.conv_general_dilated` (no dilation, one group): patches are laid
+    out (kh, kw, c_in) so `kernel.reshape(-1, c_out)` multiplies them directly.
+    """
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
+    else:
+        pads = [tuple(p) for p in padding]
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    height, width = x.shape[1], x.shape[2]
+    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    if kh == kw == 1:
+        patches = x[:, : sh * (out_h - 1) + 1 : sh, : sw * (out_w - 1) + 1 : sw, :]
+    else:
+        patches = jnp.concatenate(
+            [
+                x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
+                for i in range(kh)
+                for j in range(kw)
+            ],
+            axis=-1,
+        )
+    return patches @ kernel.reshape(kh * kw * cin, cout)
+
+
+class Conv(nn.Module):
+    """A drop-in for `nn.Conv` (same `kernel`/`bias` parameters) with a choice of lowering.
+
+    `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), or `auto`
+    (im2col on CPU, xla on accelerators). Parameters and results are the same
+    either way, so the choice is purely about speed.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: Any = "SAME"
+    use_bias: bool = True
+    feature_group_count: int = 1
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        cin = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.feature_group_count, self.features))
+        strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
+        impl = _resolve_impl(self.impl)
+        if impl == "im2col" and self.feature_group_count == 1:
+            y = im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel.astype(x.dtype), strides, self.padding,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count,
+            )
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
+        return y

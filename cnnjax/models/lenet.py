@@ -28,6 +28,7 @@ class LeNet5(nn.Module):
     kernel_init: str = "he_normal"
     init_scale: float = 1.0
     dropout_rate: float = 0.0
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -41,7 +42,7 @@ class LeNet5(nn.Module):
                 ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
             )
         for features in (6, 16):
-            x = nn.Conv(features, (5, 5), padding="VALID", kernel_init=kernel_init)(x)
+            x = layers.Conv(features, (5, 5), padding="VALID", kernel_init=kernel_init, impl=self.conv_impl)(x)
             x = layers.pool(act(x), self.pooling, 2, train=train)
         x = x.reshape((x.shape[0], -1))
         for features in (120, 84):

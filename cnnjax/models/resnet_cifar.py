@@ -42,16 +42,18 @@ class BasicBlock(nn.Module):
     activation: str = "relu"
     kernel_init: str = "he_normal_fan_out"
     init_scale: float = 1.0
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, _=None):
         act = layers.get_activation(self.activation)
         conv = functools.partial(
-            nn.Conv,
+            layers.Conv,
             kernel_size=(3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=False,
             kernel_init=layers.get_init(self.kernel_init, self.init_scale),
+            impl=self.conv_impl,
         )
         y = conv(self.features, strides=(self.stride, self.stride))(x)
         y = act(layers.batch_norm(self.train)(y))
@@ -74,6 +76,7 @@ class CifarResNet(nn.Module):
     kernel_init: str = "he_normal_fan_out"
     init_scale: float = 1.0
     scan_blocks: bool = True
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -87,13 +90,15 @@ class CifarResNet(nn.Module):
             activation=self.activation,
             kernel_init=self.kernel_init,
             init_scale=self.init_scale,
+            conv_impl=self.conv_impl,
         )
-        x = nn.Conv(
+        x = layers.Conv(
             self.widths[0],
             (3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=False,
             kernel_init=layers.get_init(self.kernel_init, self.init_scale),
+            impl=self.conv_impl,
         )(x)
         x = layers.get_activation(self.activation)(layers.batch_norm(train)(x))
         for stage, features in enumerate(self.widths):
