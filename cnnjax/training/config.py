@@ -14,7 +14,7 @@ from cnnjax.data import PREPROCESS_CHOICES, list_datasets
 from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
 
 # Model options that configs may set; None means "the model's own default".
-MODEL_OPTIONS = ("activation", "kernel_init", "init_scale", "dropout_rate", "pooling")
+MODEL_OPTIONS = ("activation", "kernel_init", "init_scale", "dropout_rate", "pooling", "conv_impl")
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,38 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.l2 = 0.0
     c.loss.l1 = 0.0
     c.loss.label_smoothing = 0.0
+
+    # Babysitting (`--mode=babysit`): cnnjax.diagnostics reads and validates these
+    # blocks; each threshold is explained in cnnjax/diagnostics/settings.py and the README.
+    c.monitor = ml_collections.ConfigDict()
+    c.monitor.every = 0  # in-step monitors every N steps; 0 = off (babysit mode: log_every_steps)
+    c.monitor.update_ratio_low = 1e-4  # ||update|| / ||param|| per layer: healthy around 1e-3
+    c.monitor.update_ratio_high = 1e-2
+    c.monitor.stall_fraction = 0.1  # judge "loss not decreasing" after this fraction of training
+    c.monitor.min_loss_drop = 0.05  # ... when the loss fell by less than this fraction
+    c.monitor.explode_factor = 3.0  # loss above this multiple of its first value: stop
+    c.monitor.collapse_std = 0.02  # activation std below this in a deep layer
+    c.monitor.saturated_fraction = 0.5  # tanh/sigmoid units within 1% of their bounds
+    c.monitor.dead_fraction = 0.4  # ReLU units silent over a whole batch
+    c.monitor.gap = 0.1  # train - val accuracy above this and growing
+    c.monitor.histogram_points = 4  # activation histograms at this many points in training
+    c.monitor.histogram_examples = 256
+
+    c.babysit = ml_collections.ConfigDict()
+    c.babysit.force = False  # continue past a failed zero-init symmetry check
+    c.babysit.train = True  # after the checks, train with monitors on
+    c.babysit.examples = 256  # batch for the initial-loss, regularisation and symmetry checks
+    c.babysit.init_loss_tolerance = 0.25  # |loss - ln C| <= tolerance * ln C
+    c.babysit.reg_strength = 1e-3  # L2 used by the regularisation check if the config has none
+    c.babysit.overfit_examples = 20
+    c.babysit.overfit_steps = 200
+    c.babysit.lr_min = 1e-5
+    c.babysit.lr_max = 10.0
+    c.babysit.lr_points = 7  # log-spaced learning rates, trained as one population
+    c.babysit.lr_steps = 50
+    c.babysit.lr_small_drop = 0.1  # loss fell by less than this fraction: "too small"
+    c.babysit.lr_explode_factor = 1.5  # loss rose above this multiple of its start: "too large"
+    c.babysit.symmetry_tolerance = 1e-6  # relative spread of unit gradients counted as identical
 
     # Hyperparameter search (`--mode=sweep`); see cnnjax/tuning/sweep.py.
     c.sweep = ml_collections.ConfigDict()

@@ -128,17 +128,56 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
     return records
 
 
+def end_to_end(trials: int, data_dir: str | None) -> dict:
+    """Wall clock of a `trials`-member sweep of the default job vs the CLI run `trials` times."""
+    import subprocess
+    import tempfile
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    default = os.path.join(root, "experiments", "configs", "default.py")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
+    common = [f"--config={default}", "--config.progress_bar=false"]
+    if data_dir:
+        common.append(f"--config.data.data_dir={data_dir}")
+    space = "optimizer.learning_rate=loguniform(0.01, 0.1); optimizer.weight_decay=loguniform(1e-5, 1e-3)"
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        subprocess.run([sys.executable, "-m", "cnnjax.main", "--mode=sweep", f"--workdir={tmp}/sweep", *common,
+                        f"--config.sweep.space_extra={space}", f"--config.sweep.population_size={trials}"],
+                       check=True, env=env, capture_output=True)
+        sweep_s = time.time() - t0
+        with open(f"{tmp}/sweep/results.json") as f:
+            members = json.load(f)["members"]
+        t0 = time.time()
+        for m in members:
+            subprocess.run([sys.executable, "-m", "cnnjax.main", f"--workdir={tmp}/run{m['member']}", *common,
+                            f"--config.optimizer.learning_rate={m['optimizer.learning_rate']}",
+                            f"--config.optimizer.weight_decay={m['optimizer.weight_decay']}"],
+                           check=True, env=env, capture_output=True)
+        cli_s = time.time() - t0
+    print(f"end to end, {trials} trials of the default job: sweep {sweep_s:.1f} s, "
+          f"{trials} CLI runs {cli_s:.1f} s, ratio {cli_s / sweep_s:.2f}x", flush=True)
+    return {"model": "lenet5", "P": trials, "plan": "end_to_end", "sweep_wall_s": sweep_s,
+            "sequential_cli_wall_s": cli_s, "member_steps_per_s": None, "sequential_member_steps_per_s": None,
+            "ratio": cli_s / sweep_s, "device": jax.devices()[0].device_kind}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--end_to_end", action="store_true",
+                        help="also time a 16-trial sweep of the default job against 16 CLI runs (minutes)")
+    parser.add_argument("--data_dir", default=None, help="TFDS data_dir for the end-to-end runs")
     args = parser.parse_args()
     plan_names = ["vmap", "chunked", "sequential"]
     records = measure("lenet5", mnist5k(), [1, 16] if args.quick else [1, 4, 16, 64], plan_names, args.repeats)
     if not args.quick:
         records += measure("resnet20_cifar", synthetic(512, (32, 32, 3)), [1, 4, 16], plan_names,
                            max(2, args.repeats // 5))
+    if args.end_to_end:
+        records.append(end_to_end(16, args.data_dir))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(records, f, indent=1)

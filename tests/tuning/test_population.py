@@ -120,3 +120,21 @@ def test_diverging_member_does_not_leak_under_vmap(setup):
     healthy, _ = _train(config, dataset, [MEMBERS[0], MEMBERS[2], MEMBERS[1]], plan="vmap", steps=8)
     assert records[1].diverged
     _assert_same(take_members(with_bad, [0, 2]).state, take_members(healthy, [0, 2]).state)
+
+
+def test_planner_refuses_with_numbers_when_nothing_fits(setup):
+    import jax.numpy as jnp
+
+    from cnnjax.tuning import plans
+    from cnnjax.tuning.population import epoch_permutations, make_member_step
+
+    config, dataset = setup
+    pop = init_population(config, MEMBERS, dataset.num_classes, dataset.image_shape, dataset.train.num_examples)
+    mean, std = jnp.asarray(dataset.mean), jnp.asarray(dataset.std)
+    args = (pop.state, pop.alive, pop.data_keys, epoch_permutations(pop.data_keys, 0, 256, False), jnp.asarray(0),
+            jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels))
+    step = make_member_step(config, mean, std)
+    with pytest.raises(plans.PlanError, match=r"No execution plan for 3 members fits in 0 MiB of memory \(vmap: \d+ MiB"):
+        plans.choose_plan(step, args, "vmap", memory_limit_bytes=1024)
+    plan, _, trials = plans.choose_plan(step, args, "auto", trial_steps=1)
+    assert plan in [t.plan for t in trials] and all(t.memory_bytes > 0 for t in trials)
