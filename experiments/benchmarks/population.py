@@ -104,7 +104,7 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
             states[key] = jax.tree_util.tree_map(jnp.copy, pop.state)
             holder2 = {"s": states[key]}
 
-            def run(fn=fn, holder2=holder2):
+            def run(fn=fn, holder2=holder2, args=args):
                 holder2["s"], alive, metrics = fn(holder2["s"], *args[1:])
                 return metrics
 
