@@ -144,7 +144,7 @@ def test_pbt_sweep_runs_and_logs_events(data, tmp_path):
 
 
 def test_member_axis_sharded_over_8_devices_equals_one_device(tmp_path):
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
         import numpy as np, jax
@@ -165,11 +165,11 @@ def test_member_axis_sharded_over_8_devices_equals_one_device(tmp_path):
         config.num_epochs = 1
         config.eval_batch_size = 16
         config.log_every_steps = 4
-        members = [{{"optimizer.learning_rate": 0.01 * (i + 1), "seed": i}} for i in range(8)]
+        members = [{"optimizer.learning_rate": 0.01 * (i + 1), "seed": i} for i in range(8)]
         out = []
         for mesh in (None, Mesh(np.asarray(jax.devices()), ("member",))):
             pop = init_population(config, members, 10, (8, 8, 1), 128)
-            records = {{i: MemberRecord(i, m) for i, m in enumerate(members)}}
+            records = {i: MemberRecord(i, m) for i, m in enumerate(members)}
             pop = PopulationTrainer(config, data, records, plan="vmap", mesh=mesh).train(pop, 6)
             if mesh is not None:
                 leaf = jax.tree_util.tree_leaves(pop.state.params)[0]
