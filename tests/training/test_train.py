@@ -121,3 +121,21 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke, tm
     kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
     assert kept and max(kept) == bad_step - 1
     assert not (tmp_path / "summary.json").exists()
+
+
+CIFAR_JPG = ROOT.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+
+
+@pytest.mark.skipif(not CIFAR_JPG.exists(), reason="the CIFAR-10 JPEG archive is not on this machine")
+def test_trains_a_few_steps_on_the_cifar10_image_folder(tmp_path):
+    config = load_config("image_folder.py")
+    config.data.path = str(CIFAR_JPG)
+    config.data.max_train_examples = 256
+    config.data.max_eval_examples = 64
+    config.model.name = "lenet5"
+    config.num_epochs = 1
+    config.batch_size = 32
+    config.progress_bar = False
+    summary = train_and_evaluate(config, str(tmp_path))
+    assert summary["steps"] == 8 and summary["dataset"] == "image_folder"
+    assert 0.0 <= summary["eval/accuracy"] <= 1.0 and np.isfinite(summary["train/loss"])
