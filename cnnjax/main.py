@@ -14,7 +14,11 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (PATH[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
-flags.DEFINE_enum("mode", "train", ["train", "sweep"], "train: one model; sweep: the config's sweep as populations.")
+flags.DEFINE_enum(
+    "mode", "train", ["train", "sweep", "babysit", "preflight"],
+    "train: one model (with monitors and a report if config.monitor.every > 0); sweep: the config's sweep as "
+    "populations; babysit: pre-flight checks, then a monitored run and a report; preflight: the checks only.",
+)
 flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir even though its config.json differs from --config."
 )
@@ -42,12 +46,32 @@ def _sweep() -> None:
         print(f"warning: {warning}")
 
 
-MODES = {"train": _train, "sweep": _sweep}
+def _babysit(train: bool | None = None) -> None:
+    from cnnjax.diagnostics.babysit import babysit
+
+    result = babysit(FLAGS.config, FLAGS.workdir, train=train, allow_config_change=FLAGS.allow_config_change)
+    passed = sum(c["status"] != "fail" for c in result["checks"])
+    print(f"Babysit: {passed}/{len(result['checks'])} checks passed, "
+          f"{len(result.get('verdicts', []))} verdicts; see {FLAGS.workdir}/babysit.json")
+
+
+def _train_or_monitor() -> None:
+    if FLAGS.config.get("monitor") and FLAGS.config.monitor.every > 0:
+        from cnnjax.diagnostics.babysit import monitored_run
+
+        summary = monitored_run(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
+        print(f"Summary: {len(summary.get('verdicts', []))} verdicts; report in {FLAGS.workdir}/report.html")
+        return
+    _train()
+
+
+MODES = {"train": _train_or_monitor, "sweep": _sweep, "babysit": _babysit, "preflight": lambda: _babysit(train=False)}
 
 
 def _user_errors() -> tuple[type, ...]:
     """Errors that are the input's fault: printed as a message, exit status 2."""
     from cnnjax.data import DatasetNotPreparedError
+    from cnnjax.diagnostics.babysit import SymmetryRefusal
     from cnnjax.training.config import ConfigError
     from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError
     from cnnjax.tuning.plans import PlanError
@@ -55,7 +79,7 @@ def _user_errors() -> tuple[type, ...]:
     from cnnjax.tuning.sweep import SweepError
 
     return (ConfigError, WorkdirConfigMismatchError, NonFiniteLossError, DatasetNotPreparedError,
-            SpaceError, SweepError, PlanError)
+            SpaceError, SweepError, PlanError, SymmetryRefusal)
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,10 @@ class LeNet5(nn.Module):
     init_scale: float = 1.0
     dropout_rate: float = 0.0
     conv_impl: str = "auto"
+    # The classifier starts at zero (as big_vision's heads do): the initial loss
+    # is then exactly ln(num_classes) whatever the hidden layers' init, while the
+    # random hidden layers still break the symmetry. False: it follows kernel_init.
+    zero_head: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -48,4 +52,5 @@ class LeNet5(nn.Module):
         for features in (120, 84):
             x = act(nn.Dense(features, kernel_init=kernel_init)(x))
             x = layers.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=kernel_init)(x)
+        head_init = nn.initializers.zeros if self.zero_head else kernel_init
+        return nn.Dense(self.num_classes, kernel_init=head_init)(x)

@@ -6,6 +6,8 @@ jit it, populations vmap it. It never reads config or globals.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Protocol
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -39,14 +41,34 @@ def _global_norm(tree) -> jax.Array:
     return optax.global_norm(tree)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+class StepMonitor(Protocol):
+    """Extra in-step measurements (see `cnnjax.diagnostics`), passed as a static argument.
+
+    `capture` is Linen's `capture_intermediates` argument (True or a filter
+    `(module, method_name) -> bool`); calling the monitor returns scalar metrics.
+    Implementations must be hashable (a frozen dataclass), as jit keys on them.
+    """
+
+    capture: bool | Callable[[Any, str], bool]
+
+    def __call__(self, *, params, grads, updates, intermediates, logits) -> dict[str, jax.Array]: ...
+
+
+def train_step(
+    state: TrainState, batch: dict[str, jax.Array], *, monitor: StepMonitor | None = None
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimisation step on `batch` ({'image': NHWC float, 'label': int}).
 
     A step whose loss or gradients are not finite leaves the state unchanged
     (metric `finite` = 0), so the caller can stop with the last good state.
+    `monitor` (static: jit with `static_argnames='monitor'`) adds its metrics;
+    with the default None the traced program is the plain step.
     """
     rng, dropout_rng = jax.random.split(state.rng)
     hp = state.loss_hparams
+    # Intermediates are collected only when a monitor asks, so the plain step stays as cheap as before.
+    capture = {} if monitor is None else {"capture_intermediates": monitor.capture}
+    collections = ["batch_stats"] if monitor is None else ["batch_stats", "intermediates"]
 
     def loss_fn(params):
         out, updated = state.apply_fn(
@@ -54,17 +76,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
             batch["image"],
             train=True,
             rngs={"dropout": dropout_rng},
-            mutable=["batch_stats"],
+            mutable=collections,
             model_hparams=state.model_hparams,
+            **capture,
         )
         logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
         data_loss = cross_entropy(logits, batch["label"], hp["label_smoothing"])
         aux_loss = sum(cross_entropy(a, batch["label"], hp["label_smoothing"]) for a in aux)
         reg = regularization(params, hp["l2"], hp["l1"])
         loss = data_loss + AUX_LOSS_WEIGHT * aux_loss + reg
-        return loss, (logits, updated.get("batch_stats", {}), data_loss)
+        return loss, (logits, updated.get("batch_stats", {}), data_loss, updated.get("intermediates", {}))
 
-    (loss, (logits, batch_stats, data_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (logits, batch_stats, data_loss, intermediates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params
     )
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -92,6 +115,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
         "learning_rate": hyper["learning_rate"] * hyper.get("lr_scale", 1.0),
         "finite": finite.astype(jnp.float32),
     }
+    if monitor is not None:
+        metrics.update(
+            monitor(params=state.params, grads=grads, updates=updates, intermediates=intermediates, logits=logits)
+        )
     return new_state, metrics
 
 

@@ -135,12 +135,13 @@ def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax
     return init_key, data_key
 
 
-def make_step_fn(config: ml_collections.ConfigDict, mean, std):
+def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None):
     """The training step on device-resident data, for one run or one member.
 
     `step(state, data_key, images, labels, permutation, index)` gathers batch
     `index` of the epoch order `permutation`, augments it with a key drawn from
-    (data_key, step), and applies `train_step`. Populations vmap this function.
+    (data_key, step), and applies `train_step` (with `monitor`, see
+    `cnnjax.training.steps.StepMonitor`). Populations vmap this function.
     """
     augment = config.data.augment
 
@@ -151,7 +152,7 @@ def make_step_fn(config: ml_collections.ConfigDict, mean, std):
             batch_size=config.batch_size, mean=mean, std=std,
             crop_padding=augment.crop_padding, flip=augment.flip,
         )
-        return train_step(state, batch)
+        return train_step(state, batch, monitor=monitor)
 
     return step
 
@@ -163,6 +164,7 @@ def train_and_evaluate(
     allow_config_change: bool = False,
     stop_after_steps: int | None = None,
     dataset=None,
+    monitor=None,
 ) -> dict[str, Any]:
     """Trains `config.model` on `config.data`, evaluating and checkpointing.
 
@@ -177,6 +179,12 @@ def train_and_evaluate(
       stop_after_steps: stop (with a checkpoint) once this global step is
         reached, as a preemption would; the run can be resumed later.
       dataset: an already loaded `cnnjax.data.Dataset` (skips loading).
+      monitor: optional training monitor (`cnnjax.diagnostics.TrainingMonitor`):
+        every `monitor.every` steps the step runs with `monitor.step_monitor`
+        (its `monitor/*` metrics are logged at that step); `monitor.start(state,
+        total_steps)`, `monitor.log(step, state, means, monitored)` (returns a
+        reason to stop early, or None), `monitor.evaluate(step, val)` (returns
+        metrics to log) and `monitor.finish(summary)` are called around the loop.
 
     Returns:
       The summary dict (also written to `workdir/summary.json`); for a stopped
@@ -226,6 +234,11 @@ def train_and_evaluate(
         if split is not None and split.num_examples > 0
     }
     jit_step = jax.jit(make_step_fn(config, mean, std), donate_argnums=0)
+    if monitor is not None:
+        jit_monitored = jax.jit(make_step_fn(config, mean, std, monitor.step_monitor), donate_argnums=0)
+        monitor.start(state, total_steps)
+    monitored: list[tuple[int, dict[str, jax.Array]]] = []
+    monitor_stop: str | None = None
     jit_permutation = jax.jit(pipeline.epoch_permutation, static_argnums=2)
 
     step = int(state.step)
@@ -239,7 +252,7 @@ def train_and_evaluate(
 
     def flush(step: int) -> None:
         """Brings the pending step metrics to the host, checks them, logs means."""
-        nonlocal pending, interval_start, last_finite
+        nonlocal pending, interval_start, last_finite, monitored, monitor_stop
         if not pending:
             return
         values = jax.device_get(pending)
@@ -261,6 +274,12 @@ def train_and_evaluate(
         means["train/examples_per_sec"] = len(values) * config.batch_size / elapsed
         means["train/epoch"] = step / steps_per_epoch
         writer.write(step, means)
+        if monitor is not None:
+            host = [(s, jax.device_get(m)) for s, m in monitored]
+            for s, m in host:
+                writer.write(s, m)
+            monitor_stop = monitor.log(step, state, means, host) or monitor_stop
+            monitored = []
         last_means.clear()
         last_means.update(means)
         bar.set_postfix(
@@ -282,7 +301,12 @@ def train_and_evaluate(
                     permutation = jit_permutation(data_key, epoch, dataset.train.num_examples)
                     permutation_epoch = epoch
                 t0 = time.time()
-                state, metrics = jit_step(state, data_key, train_images, train_labels, permutation, index)
+                if monitor is not None and step % monitor.every == 0:
+                    state, metrics = jit_monitored(state, data_key, train_images, train_labels, permutation, index)
+                    metrics = dict(metrics)
+                    monitored.append((step + 1, {k: metrics.pop(k) for k in list(metrics) if k.startswith("monitor/")}))
+                else:
+                    state, metrics = jit_step(state, data_key, train_images, train_labels, permutation, index)
                 if compile_s is None:  # the first call compiles
                     jax.block_until_ready(metrics)
                     compile_s = time.time() - t0
@@ -292,14 +316,22 @@ def train_and_evaluate(
                 stopping = stop.signal_name is not None or step == stop_after_steps
                 if step % config.log_every_steps == 0 or step == total_steps or stopping:
                     flush(step)
+                if monitor_stop and not stopping:
+                    stopping = True
                 if eval_every_steps and step % eval_every_steps == 0 and step < total_steps and "val" in eval_splits:
                     flush(step)
                     val = evaluate(eval_fn, state, eval_splits["val"])
                     writer.write(step, {f"val/{k}": v for k, v in val.items()})
+                    if monitor is not None:
+                        writer.write(step, monitor.evaluate(step, val))
                     bar.set_description(f"val acc {val['accuracy']:.4f}", refresh=False)
                 if step % config.checkpoint_every_steps == 0 or stopping:
                     flush(step)
                     checkpointer.save(state)
+                if monitor_stop:
+                    print(f"Stopped early at step {step}: {monitor_stop}", flush=True)
+                    status = "stopped_early"
+                    break
                 if stopping:
                     reason = stop.signal_name or f"stop_after_steps={stop_after_steps}"
                     bar.close()
@@ -320,7 +352,7 @@ def train_and_evaluate(
         }
         if compile_s is not None:
             summary["compile_s"] = compile_s
-        if status != "completed":
+        if status == "interrupted":
             summary.update(last_means)
             return summary
         checkpointer.save(state)
@@ -329,6 +361,8 @@ def train_and_evaluate(
             result = evaluate(eval_fn, state, arrays)
             summary.update({f"{name}/{k}": v for k, v in result.items()})
         writer.write(step, {k: v for k, v in summary.items() if k.startswith(("val/", "eval/"))})
+        if monitor is not None:
+            monitor.finish(summary)
         summary["wall_time_s"] = time.time() - start_time
         write_json(os.path.join(workdir, "summary.json"), summary)
         return summary

@@ -1,0 +1,1 @@
+"""Babysitting a training run: pre-flight checks, in-step monitors, verdicts, report."""
