@@ -29,10 +29,11 @@ class LeNet5(nn.Module):
     init_scale: float = 1.0
     dropout_rate: float = 0.0
     conv_impl: str = "auto"
-    # The classifier starts at zero (as big_vision's heads do): the initial loss
-    # is then exactly ln(num_classes) whatever the hidden layers' init, while the
-    # random hidden layers still break the symmetry. False: it follows kernel_init.
-    zero_head: bool = True
+    # The classifier starts small: LeCun-normal with its std times `head_scale`,
+    # so the initial logits are near 0 and the loss near ln(num_classes) whatever
+    # the hidden layers' init (He's factor 2 suits layers followed by ReLU, not
+    # the logits). None: the head follows kernel_init like the other layers.
+    head_scale: float | None = 0.1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -52,5 +53,9 @@ class LeNet5(nn.Module):
         for features in (120, 84):
             x = act(nn.Dense(features, kernel_init=kernel_init)(x))
             x = layers.Dropout(self.dropout_rate, deterministic=not train)(x)
-        head_init = nn.initializers.zeros if self.zero_head else kernel_init
+        head_init = (
+            kernel_init
+            if self.head_scale is None
+            else nn.initializers.variance_scaling(self.head_scale**2, "fan_in", "truncated_normal")
+        )
         return nn.Dense(self.num_classes, kernel_init=head_init)(x)

@@ -27,11 +27,11 @@ def test_classification_rules():
 
 def test_lr_10_is_too_large_and_a_moderate_rate_is_good(default_config, mnist5k):
     config = default_config
-    config.babysit.lr_min, config.babysit.lr_max, config.babysit.lr_points = 1e-3, 10.0, 2
-    config.babysit.lr_steps = 8
+    config.babysit.lr_min, config.babysit.lr_max, config.babysit.lr_points = 1e-2, 10.0, 2
+    config.babysit.lr_steps = 20
     _, check_settings = settings.validate(config)
     ctx = checks.CheckContext(config, mnist5k, build_model(config, 10), check_settings)
     result = lr_range.check_lr_range(ctx)
-    assert result.details["learning_rates"] == [1e-3, 10.0]
+    assert result.details["learning_rates"] == [1e-2, 10.0]
     assert result.details["classes"] == [lr_range.GOOD, lr_range.TOO_LARGE], result.measured
-    assert result.status == checks.PASS and result.details["recommended"]["best"] == 1e-3
+    assert result.status == checks.PASS and result.details["recommended"]["best"] == 1e-2
