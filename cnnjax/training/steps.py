@@ -94,6 +94,9 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     grad_norm = _global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A population passes `active` (False for a member already frozen), so one
+    # select freezes both a diverged member and a non-finite step.
+    keep = finite & batch["active"] if "active" in batch else finite
 
     new_state = state.replace(
         step=state.step + 1,
@@ -103,7 +106,7 @@ def train_step(
         rng=rng,
     )
     # Freeze on a non-finite step: keep every leaf of the old state.
-    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_state, state)
     hyper = find_hyperparams(opt_state)
     metrics = {
         "loss": loss,
@@ -113,7 +116,7 @@ def train_step(
         "param_norm": _global_norm(params),
         "update_norm": _global_norm(updates),
         "learning_rate": hyper["learning_rate"] * hyper.get("lr_scale", 1.0),
-        "finite": finite.astype(jnp.float32),
+        "finite": keep.astype(jnp.float32),
     }
     if monitor is not None:
         metrics.update(

@@ -145,13 +145,15 @@ def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None):
     """
     augment = config.data.augment
 
-    def step(state, data_key, images, labels, permutation, index):
+    def step(state, data_key, images, labels, permutation, index, active=None):
         key = jax.random.fold_in(data_key, state.step)
         batch = pipeline.train_batch(
             images, labels, permutation, index, key,
             batch_size=config.batch_size, mean=mean, std=std,
             crop_padding=augment.crop_padding, flip=augment.flip,
         )
+        if active is not None:
+            batch["active"] = active
         return train_step(state, batch, monitor=monitor)
 
     return step

@@ -153,10 +153,9 @@ def make_member_step(config: ml_collections.ConfigDict, mean, std):
     step = make_step_fn(config, mean, std)
 
     def member_step(state, alive, data_key, permutation, index, images, labels):
-        new_state, metrics = step(state, data_key, images, labels, permutation, index)
-        ok = alive & (metrics["finite"] > 0)
-        new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new_state, state)
-        return new_state, ok, metrics
+        # train_step itself keeps the old state unless (alive and finite).
+        new_state, metrics = step(state, data_key, images, labels, permutation, index, active=alive)
+        return new_state, metrics["finite"] > 0, metrics
 
     return member_step
 
