@@ -29,6 +29,9 @@ class LeNet5(nn.Module):
     init_scale: float = 1.0
     dropout_rate: float = 0.0
     conv_impl: str = "auto"
+    # BatchNorm after every conv and hidden dense layer (before the
+    # activation); those layers then drop their bias (BN's shift replaces it).
+    batch_norm: bool = False
     # The classifier starts small: LeCun-normal with its std times `head_scale`,
     # so the initial logits are near 0 and the loss near ln(num_classes) whatever
     # the hidden layers' init (He's factor 2 suits layers followed by ReLU, not
@@ -47,11 +50,17 @@ class LeNet5(nn.Module):
                 ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
             )
         for features in (6, 16):
-            x = layers.Conv(features, (5, 5), padding="VALID", kernel_init=kernel_init, impl=self.conv_impl)(x)
+            x = layers.Conv(features, (5, 5), padding="VALID", kernel_init=kernel_init, impl=self.conv_impl,
+                            use_bias=not self.batch_norm)(x)
+            if self.batch_norm:
+                x = layers.batch_norm(train)(x)
             x = layers.pool(act(x), self.pooling, 2, train=train)
         x = x.reshape((x.shape[0], -1))
         for features in (120, 84):
-            x = act(nn.Dense(features, kernel_init=kernel_init)(x))
+            x = nn.Dense(features, kernel_init=kernel_init, use_bias=not self.batch_norm)(x)
+            if self.batch_norm:
+                x = layers.batch_norm(train)(x)
+            x = act(x)
             x = layers.Dropout(self.dropout_rate, deterministic=not train)(x)
         head_init = (
             kernel_init

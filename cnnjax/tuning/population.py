@@ -27,8 +27,20 @@ LOSS_KEYS = {"loss.l2": "l2", "loss.l1": "l1", "loss.label_smoothing": "label_sm
 
 
 def member_config(config: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_collections.ConfigDict:
-    """`config` with one member's values written in (what a single run would use)."""
+    """`config` with one member's values written in (what a single run would use).
+
+    A member that switches `optimizer.name` drops the base config's
+    hyperparameters that the new optimiser does not take (e.g. `momentum` for
+    Adam); it uses the new optimiser's defaults unless it sets them itself.
+    """
+    from cnnjax.training.optim import OPTIMIZER_HPARAMS
+
     member = config.copy_and_resolve_references()
+    name = values.get("optimizer.name")
+    if name is not None and name != config.optimizer.name and name in OPTIMIZER_HPARAMS:
+        for key in {k for hp in OPTIMIZER_HPARAMS.values() for k in hp} - set(OPTIMIZER_HPARAMS[name]):
+            if key in member.optimizer:
+                member.optimizer[key] = None
     with member.unlocked():
         for path, value in values.items():
             node = member

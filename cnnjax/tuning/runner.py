@@ -36,6 +36,8 @@ class MemberRecord:
     val_loss: float = float("nan")
     best_val_accuracy: float = float("nan")
     val_history: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    # (step, mean train loss, mean train accuracy) over each logging window.
+    train_history: list[tuple[int, float, float]] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
@@ -172,6 +174,7 @@ class PopulationTrainer:
                     rec.train_loss = float(np.mean([host[t][1]["loss"][i] for t in live_rows]))
                     rec.train_accuracy = float(np.mean([host[t][1]["accuracy"][i] for t in live_rows]))
                     rec.steps = int(first + live_rows[-1])
+                    rec.train_history.append((step_now, rec.train_loss, rec.train_accuracy))
                 if self.writer:
                     self.writer.write(step_now, {
                         "member": member, "train/loss": rec.train_loss, "train/accuracy": rec.train_accuracy,

@@ -107,7 +107,7 @@ class Sweep:
         self.space = space
         self.records: dict[int, MemberRecord] = {}
         self.warnings: list[str] = []
-        self.writer = MetricWriter(workdir, tensorboard=False)
+        self.writer = MetricWriter(workdir, tensorboard=False) if workdir else None
         self.progress = progress
         self.plans_used: list[dict[str, Any]] = []
         self.next_id = 0
@@ -343,6 +343,68 @@ STRATEGIES = {
     "successive_halving": run_successive_halving,
     "pbt": run_pbt,
 }
+
+
+def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any]], *, dataset=None,
+                  workdir: str | None = None, progress: bool = False, plan: str | None = None) -> list[MemberRecord]:
+    """Trains exactly `members` (each a dict of config path -> value) and returns their records.
+
+    The library entry point for experiments: values that change shapes or code
+    (`model.name`, `optimizer.name`, `model.pooling`...) split the members into
+    groups, each trained as one population, one group after another; traced
+    values (learning rate, weight decay, seeds...) vary within a population.
+    Every member's config is validated before anything compiles. With a
+    `workdir`, member curves go to `workdir/metrics.jsonl`. Records come back in
+    the order of `members`, with `train_history` and `val_history` filled.
+    """
+    if not members:
+        raise SweepError("train_members needs at least one member")
+    errors = []
+    for i, values in enumerate(members):
+        try:
+            # Model options are checked by validate_config against the member's model.
+            for path in values:
+                if not path.startswith("model.") and not _has_path(config, path):
+                    raise space_lib.SpaceError(f"the config has no key {path!r}")
+            member = member_config(config, values)
+            space_lib.check_paths({p: None for p in values if p.startswith("optimizer.") and p != "optimizer.name"},
+                                  member)
+            config_lib.validate_config(member)
+        except (space_lib.SpaceError, config_lib.ConfigError) as e:
+            errors.append(f"member {i} {values}: {e}")
+    if errors:
+        raise SweepError("Invalid members:\n  - " + "\n  - ".join(errors))
+    if dataset is None:
+        from cnnjax.data import load_dataset
+
+        dataset = load_dataset(config.data)
+    config_lib.validate_against_data(config, dataset.train.num_examples)
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+    if plan is not None:
+        config = config.copy_and_resolve_references()
+        config.sweep.plan = plan
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, unit="member-step", disable=not progress, dynamic_ncols=True)
+    sweep = Sweep(config, dataset, workdir, {}, bar)
+    try:
+        ids = sweep.new_records(members)
+        _train_groups(sweep, members, ids)
+    finally:
+        bar.close()
+        if sweep.writer:
+            sweep.writer.close()
+    return [sweep.records[i] for i in ids]
+
+
+def _has_path(config, path: str) -> bool:
+    node = config
+    for part in path.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,

@@ -1,0 +1,177 @@
+"""What the experiment scripts share: flags, the CIFAR-10 subset, tables, plots.
+
+Every experiment is `python experiments/<name>.py --workdir=DIR [--variant=smoke|full]`
+and writes into DIR at least `table.csv`, `table.md` and one PNG plot. The
+`smoke` variant runs in under a minute on a 2-core CPU (the test suite runs
+it); `full` is the size a GPU/TPU user runs. Image experiments at smoke size
+train on a subset of the real CIFAR-10 training JPEGs
+(`../shared/data/cifar10-train-jpg.tar.gz`, or `--data_path`), with a
+validation split carved from them; their full variants read TFDS `cifar10`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+VARIANTS = ("smoke", "full")
+
+
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    return variant
+
+
+# -- data ----------------------------------------------------------------------
+def cifar_data(config, variant: str, *, data_path: str | None = None, train_examples: int = 2000,
+               eval_examples: int = 500) -> None:
+    """Points `config.data` at CIFAR-10: the local JPEG subset (smoke) or TFDS `cifar10` (full).
+
+    Smoke: `train_examples` stratified training images from the archive and a
+    validation split of `eval_examples` carved from the same archive (never
+    overlapping the training subset). Full: TFDS `cifar10`, with the
+    validation split carved from its 50,000 training images.
+    """
+    check_variant(variant)
+    data = config.data
+    data.preprocess = data.get("preprocess", "standardize") or "standardize"
+    if variant == "smoke":
+        path = Path(data_path) if data_path else CIFAR_ARCHIVE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"CIFAR-10 JPEG archive not found at {path}; pass --data_path=PATH "
+                "(a .tar.gz or folder laid out as train/<class>/<image>)")
+        data.name = "image_folder"
+        data.path = str(path)
+        data.max_train_examples = train_examples
+        data.max_eval_examples = eval_examples
+    else:
+        data.name = "cifar10"
+        if data_path:
+            data.data_dir = data_path
+
+
+def load(config):
+    """Loads `config.data` once (experiments share one Dataset across their runs)."""
+    from cnnjax.data import load_dataset
+
+    return load_dataset(config.data)
+
+
+# -- tables --------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """A GitHub markdown table of `rows` (dicts), columns in first-seen order unless given."""
+    columns = list(columns or _columns(rows))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c, ""), digits) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    return columns
+
+
+def write_table(workdir: str, rows: Sequence[dict[str, Any]], name: str = "table",
+                columns: Sequence[str] | None = None, title: str | None = None) -> tuple[str, str]:
+    """Writes `DIR/<name>.csv` (full precision) and `DIR/<name>.md`; returns both paths."""
+    os.makedirs(workdir, exist_ok=True)
+    columns = list(columns or _columns(rows))
+    csv_path = os.path.join(workdir, f"{name}.csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    md_path = os.path.join(workdir, f"{name}.md")
+    with open(md_path, "w") as f:
+        if title:
+            f.write(f"### {title}\n\n")
+        f.write(markdown_table(rows, columns))
+    return csv_path, md_path
+
+
+def read_table(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- plots ---------------------------------------------------------------------
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, workdir: str, name: str) -> str:
+    path = os.path.join(workdir, name if name.endswith(".png") else f"{name}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
+# -- training ------------------------------------------------------------------
+def train(config, members: list[dict[str, Any]], *, dataset=None, workdir: str | None = None, plan: str | None = None):
+    """Trains `members` (dicts of config path -> value) as populations; returns their records.
+
+    See `cnnjax.tuning.sweep.train_members`: values that change shapes or code
+    split the members into groups trained one after another.
+    """
+    from cnnjax.tuning.sweep import train_members
+
+    return train_members(config, members, dataset=dataset, workdir=workdir, plan=plan,
+                         progress=sys.stderr.isatty())
+
+
+def error_curve(record) -> tuple[list[int], list[float]]:
+    """(steps, training error) of a member record, one point per logging window."""
+    steps = [s for s, _, _ in record.train_history]
+    return steps, [1.0 - a for _, _, a in record.train_history]
+
+
+# -- entry point ---------------------------------------------------------------
+def main(run: Callable[..., Any], *, extra_flags: Callable[[], None] | None = None) -> None:
+    """absl entry point: `run(workdir=..., variant=..., data_path=...)` with the standard flags."""
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "Directory for table.csv / table.md / plots.", required=True)
+    flags.DEFINE_enum("variant", "smoke", list(VARIANTS), "smoke: under a minute on a CPU; full: the real size.")
+    flags.DEFINE_string("data_path", None, "CIFAR-10 JPEG archive (smoke) or TFDS data_dir (full).")
+    if extra_flags:
+        extra_flags()
+
+    def _main(argv):
+        del argv
+        FLAGS = flags.FLAGS
+        start = time.time()
+        run(workdir=FLAGS.workdir, variant=FLAGS.variant, data_path=FLAGS.data_path)
+        print(f"wrote {FLAGS.workdir} in {time.time() - start:.1f} s")
+
+    app.run(_main)
