@@ -119,7 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep.population_size = 16
     c.sweep.sampler = "random"  # random | grid | quasi_random
     c.sweep.grid_points = 3
-    c.sweep.strategy = "single"  # single | coarse_to_fine | successive_halving | pbt
+    c.sweep.strategy = "single"  # single | coarse_to_fine | successive_halving | hyperband | pbt
     c.sweep.seed = 0
     c.sweep.plan = "auto"  # auto | vmap | chunked | sequential
     c.sweep.chunk_size = config_dict.placeholder(int)
@@ -127,8 +127,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep.mesh_devices = 1  # shard the member axis over this many devices (0: all)
     c.sweep.rounds = 3  # coarse_to_fine
     c.sweep.top_k = 4  # coarse_to_fine
-    c.sweep.eta = 2  # successive_halving: keep 1/eta at each rung
-    c.sweep.min_epochs = 1.0  # successive_halving: first rung
+    c.sweep.eta = 2  # successive_halving, hyperband: keep 1/eta at each rung
+    c.sweep.min_epochs = 1.0  # successive_halving, hyperband: first (smallest) rung
     c.sweep.pbt_interval_epochs = 1.0
     c.sweep.pbt_fraction = 0.25
     c.sweep.pbt_perturb = (0.8, 1.25)

@@ -9,6 +9,10 @@ Strategies (`sweep.strategy`):
   results) when the best value sits on that edge of the range.
 - `successive_halving`: rungs at `min_epochs * eta^k` epochs; after each rung
   the best 1/eta members are repacked on device into a smaller population.
+- `hyperband`: successive halving in several brackets (Li et al. 2018), from
+  many members started at `min_epochs` to a few trained for `num_epochs`;
+  bracket sizes follow from `num_epochs / min_epochs` and `eta`
+  (`sweep.population_size` is not used).
 - `pbt`: every `pbt_interval_epochs` the worst `pbt_fraction` copy parameters
   and optimiser state of members from the best fraction and perturb their
   hyperparameters by a factor from `pbt_perturb`, all on device.
@@ -37,7 +41,7 @@ from cnnjax.tuning import space as space_lib
 from cnnjax.tuning.population import init_population, member_config, set_member_values, take_members
 from cnnjax.tuning.runner import MemberRecord, PopulationTrainer
 
-STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "pbt")
+STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "hyperband", "pbt")
 # PBT perturbs only values that act during training (not seeds or init scale).
 PBT_PERTURBABLE = tuple(p for p in space_lib.TRACED_PATHS if p not in ("seed", "data_seed", "model.init_scale"))
 
@@ -76,8 +80,8 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
     if sweep.strategy == "coarse_to_fine" and (sweep.rounds < 1 or not 1 <= sweep.top_k <= sweep.population_size):
         errors.append(f"coarse_to_fine needs sweep.rounds >= 1 and 1 <= sweep.top_k <= population_size "
                       f"(got rounds={sweep.rounds}, top_k={sweep.top_k})")
-    if sweep.strategy == "successive_halving" and (sweep.eta < 2 or sweep.min_epochs <= 0):
-        errors.append(f"successive_halving needs sweep.eta >= 2 and sweep.min_epochs > 0 "
+    if sweep.strategy in ("successive_halving", "hyperband") and (sweep.eta < 2 or sweep.min_epochs <= 0):
+        errors.append(f"{sweep.strategy} needs sweep.eta >= 2 and sweep.min_epochs > 0 "
                       f"(got eta={sweep.eta}, min_epochs={sweep.min_epochs})")
     if sweep.strategy == "pbt" and not (0 < sweep.pbt_fraction <= 0.5 and sweep.pbt_interval_epochs > 0):
         errors.append("pbt needs 0 < sweep.pbt_fraction <= 0.5 and sweep.pbt_interval_epochs > 0")
@@ -88,8 +92,11 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
         raise SweepError("sweep.space is empty: give at least one dimension, e.g. "
                          "--config.sweep.space_extra='optimizer.learning_rate=loguniform(1e-3, 1)'")
     space_lib.check_paths(space, config)
-    if sweep.strategy in ("coarse_to_fine",) and sweep.sampler == "grid":
-        raise SweepError("coarse_to_fine samples each round with random or quasi_random, not grid")
+    if sweep.strategy in ("coarse_to_fine", "hyperband") and sweep.sampler == "grid":
+        raise SweepError(f"{sweep.strategy} samples with random or quasi_random, not grid")
+    if sweep.strategy == "hyperband" and sweep.min_epochs > config.num_epochs:
+        raise SweepError(f"hyperband needs sweep.min_epochs <= num_epochs "
+                         f"(got min_epochs={sweep.min_epochs}, num_epochs={config.num_epochs})")
     if sweep.strategy == "pbt" and not any(p in PBT_PERTURBABLE for p in space):
         raise SweepError(f"pbt needs a dimension it can perturb: one of {', '.join(PBT_PERTURBABLE)}")
     if sweep.sampler == "grid":
@@ -247,17 +254,16 @@ def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
     sweep.extra = {"rounds": rounds}
 
 
-def run_successive_halving(sweep: Sweep) -> None:
+def _halve(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], min_epochs: float,
+           label: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Successive halving of `members` from a first rung at `min_epochs`; returns the rung log."""
     s = sweep.config.sweep
-    members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
-                               seed=s.seed, grid_points=s.grid_points)
-    ids = sweep.new_records(members)
     rungs_log = []
     for static, idx in _groups(members):
         group_config = member_config(sweep.config, static)
         pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
         trainer = sweep.trainer(group_config)
-        epochs_done, rung_epochs = 0.0, s.min_epochs
+        epochs_done, rung_epochs = 0.0, min_epochs
         while True:
             target = min(rung_epochs, group_config.num_epochs)
             steps = int(round(target * pop.steps_per_epoch)) - pop.step
@@ -265,7 +271,7 @@ def run_successive_halving(sweep: Sweep) -> None:
             epochs_done = target
             ranked = sorted(range(pop.size), key=lambda i: -_score(sweep.records[pop.ids[i]]))
             keep = max(1, math.ceil(pop.size / s.eta))
-            rungs_log.append({"group": static, "epochs": epochs_done, "members": list(pop.ids),
+            rungs_log.append({**(label or {}), "group": static, "epochs": epochs_done, "members": list(pop.ids),
                               "kept": [pop.ids[i] for i in ranked[:keep]]})
             for i in ranked[keep:]:
                 sweep.records[pop.ids[i]].extra["stopped_at_epoch"] = epochs_done
@@ -274,7 +280,43 @@ def run_successive_halving(sweep: Sweep) -> None:
             pop = take_members(pop, sorted(ranked[:keep]))
             rung_epochs *= s.eta
         sweep.note_plans(trainer, static)
-    sweep.extra = {"rungs": rungs_log}
+    return rungs_log
+
+
+def run_successive_halving(sweep: Sweep) -> None:
+    s = sweep.config.sweep
+    members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
+                               seed=s.seed, grid_points=s.grid_points)
+    ids = sweep.new_records(members)
+    sweep.extra = {"rungs": _halve(sweep, members, ids, s.min_epochs)}
+
+
+def hyperband_brackets(max_epochs: float, min_epochs: float, eta: int) -> list[dict[str, Any]]:
+    """Hyperband's brackets (Li et al. 2018, Algorithm 1) with resource = epochs.
+
+    With R = max_epochs / min_epochs and s_max = floor(log_eta R), bracket s
+    (from s_max down to 0) starts ceil((s_max + 1) / (s + 1) * eta^s) members at
+    max_epochs * eta^-s epochs each and halves by eta up to max_epochs: the
+    most aggressive bracket tries many members briefly, the last trains few
+    for the whole budget. Every bracket spends about the same compute.
+    """
+    s_max = int(math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9))
+    return [{"bracket": b, "members": int(math.ceil((s_max + 1) / (b + 1) * eta**b)),
+             "min_epochs": max_epochs * float(eta) ** (-b)} for b in range(s_max, -1, -1)]
+
+
+def run_hyperband(sweep: Sweep) -> None:
+    s = sweep.config.sweep
+    brackets = hyperband_brackets(sweep.config.num_epochs, s.min_epochs, s.eta)
+    rungs = []
+    for k, bracket in enumerate(brackets):
+        members = space_lib.sample(sweep.space, s.sampler, bracket["members"], seed=s.seed + k)
+        ids = sweep.new_records(members, round_index=bracket["bracket"])
+        for i in ids:
+            sweep.records[i].extra["bracket"] = bracket["bracket"]
+            del sweep.records[i].extra["round"]
+        rungs += _halve(sweep, members, ids, bracket["min_epochs"], {"bracket": bracket["bracket"]})
+    sweep.extra = {"brackets": brackets, "rungs": rungs}
 
 
 def run_pbt(sweep: Sweep) -> None:
@@ -341,6 +383,7 @@ STRATEGIES = {
     "single": run_single,
     "coarse_to_fine": run_coarse_to_fine,
     "successive_halving": run_successive_halving,
+    "hyperband": run_hyperband,
     "pbt": run_pbt,
 }
 

@@ -118,6 +118,34 @@ def test_successive_halving_repacks_smaller_populations(data, tmp_path):
     assert steps == [4, 4, 8, 16]
 
 
+def test_hyperband_brackets_match_the_paper():
+    from cnnjax.tuning.sweep import hyperband_brackets
+
+    # Li et al. 2018, Table 1: R = 81, eta = 3.
+    brackets = hyperband_brackets(81, 1, 3)
+    assert [b["members"] for b in brackets] == [81, 34, 15, 8, 5]
+    assert [b["min_epochs"] for b in brackets] == [1, 3, 9, 27, 81]
+
+
+def test_hyperband_runs_every_bracket(data, tmp_path):
+    data_dir, dataset = data
+    config = smoke("sweep_lr_wd", data_dir, **{"sweep.strategy": "hyperband", "num_epochs": 1,
+                                               "sweep.min_epochs": 0.5, "sweep.eta": 2})
+    summary = run_sweep(config, str(tmp_path), dataset=dataset)
+    assert [b["members"] for b in summary["brackets"]] == [2, 2]
+    by_bracket = {}
+    for rung in summary["rungs"]:
+        by_bracket.setdefault(rung["bracket"], []).append(len(rung["members"]))
+    assert by_bracket == {1: [2, 1], 0: [2]}
+    results = json.loads((tmp_path / "results.json").read_text())["members"]
+    steps = {b: sorted(r["steps"] for r in results if r["bracket"] == b) for b in (0, 1)}
+    assert steps == {1: [4, 8], 0: [8, 8]}
+    with pytest.raises(SweepError, match="min_epochs <= num_epochs"):
+        run_sweep(smoke("sweep_lr_wd", data_dir, **{"sweep.strategy": "hyperband", "sweep.min_epochs": 5.0}),
+                  str(tmp_path / "bad"), dataset=dataset)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_pbt_exploit_copies_state_and_perturbs():
     from cnnjax.training.config import base_config
     from cnnjax.tuning.population import init_population
