@@ -5,6 +5,9 @@
   always the fastest.
 - `chunked`: `lax.map` over chunks of `chunk_size` members, each chunk vmapped.
 - `sequential`: `lax.map` one member at a time, still one compiled program.
+- Under a device mesh (axis `member`), each device runs the plan over its own
+  members (`shard_map`): no member crosses devices and nothing is communicated
+  during a step, so e.g. `sequential` on 8 devices runs 8 members at a time.
 - `auto`: compiles the candidates, estimates each one's memory from the compiled
   program, times a few steps on the actual device and keeps the fastest that fits.
 """
@@ -70,6 +73,15 @@ def map_members(member_step: Callable, plan: Plan, shared_batches: bool) -> Call
     return population_step
 
 
+def shard_members(population_step: Callable, mesh: Any, shared_batches: bool) -> Callable:
+    """Runs `population_step` on each device's slice of the member axis of `mesh`."""
+    from jax.sharding import PartitionSpec as P
+
+    member = P("member")
+    in_specs = (member, member, member, P() if shared_batches else member, P(), P(), P())
+    return jax.shard_map(population_step, mesh=mesh, in_specs=in_specs, out_specs=member, check_vma=False)
+
+
 def candidate_plans(population_size: int) -> list[Plan]:
     plans = [Plan("vmap"), Plan("sequential")]
     plans += [Plan("chunked", c) for c in (2, 4, 8) if c < population_size]
@@ -121,6 +133,7 @@ def choose_plan(
     shared_batches: bool = False,
     trial_steps: int = 3,
     memory_limit_bytes: int | None = None,
+    mesh: Any = None,
 ) -> tuple[Plan, Callable, list[Trial]]:
     """Picks and compiles the population step.
 
@@ -132,6 +145,8 @@ def choose_plan(
       chunk_size: for `chunked`.
       trial_steps: timed steps per candidate for `auto`.
       memory_limit_bytes: defaults to the device's free memory.
+      mesh: optional `jax.sharding.Mesh` with a `member` axis; the plan then
+        applies to each device's members (args must be sharded accordingly).
 
     Returns:
       (plan, jitted step with the state donated, trials measured).
@@ -139,18 +154,22 @@ def choose_plan(
     if requested not in PLAN_CHOICES:
         raise ValueError(f"Unknown plan {requested!r}; valid choices: {', '.join(PLAN_CHOICES)}")
     population_size = int(args[1].shape[0])
+    local_size = population_size // (mesh.size if mesh is not None else 1)
     limit = memory_limit_bytes if memory_limit_bytes is not None else available_memory_bytes()
     if requested == "auto":
-        candidates = candidate_plans(population_size)
+        candidates = candidate_plans(local_size)
     elif requested == "chunked":
-        candidates = [Plan("chunked", chunk_size or max(1, population_size // 4))]
+        candidates = [Plan("chunked", chunk_size or max(1, local_size // 4))]
     else:
         candidates = [Plan(requested)]
 
     trials: list[Trial] = []
     compiled_steps = {}
     for plan in candidates:
-        fn = jax.jit(map_members(member_step, plan, shared_batches), donate_argnums=(0,))
+        step = map_members(member_step, plan, shared_batches)
+        if mesh is not None:
+            step = shard_members(step, mesh, shared_batches)
+        fn = jax.jit(step, donate_argnums=(0,))
         compiled = fn.lower(*args).compile()
         memory = compiled_memory_bytes(compiled)
         fits = memory is None or limit is None or memory <= limit

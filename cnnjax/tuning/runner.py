@@ -64,7 +64,8 @@ class PopulationTrainer:
       records: member id -> MemberRecord (shared across rounds and rungs).
       writer: a `cnnjax.training.writers.MetricWriter` or None.
       plan / chunk_size / shared_batches: see `cnnjax.tuning.plans`.
-      mesh: optional `jax.sharding.Mesh` with a 'member' axis (vmap plan).
+      mesh: optional `jax.sharding.Mesh` with a 'member' axis: members are
+        sharded over its devices and each device runs `plan` on its own.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, dataset, records: dict[int, MemberRecord],
@@ -74,7 +75,7 @@ class PopulationTrainer:
         self.dataset = dataset
         self.records = records
         self.writer = writer
-        self.requested_plan = "vmap" if mesh is not None else plan
+        self.requested_plan = plan
         self.chunk_size = chunk_size
         self.shared = shared_batches
         self.mesh = mesh
@@ -110,7 +111,7 @@ class PopulationTrainer:
             args = (population.state, population.alive, population.data_keys, permutations,
                     jnp.asarray(0), self.images, self.labels)
             plan, fn, trials = plans.choose_plan(
-                self.member_step, args, self.requested_plan, self.chunk_size, self.shared)
+                self.member_step, args, self.requested_plan, self.chunk_size, self.shared, mesh=self.mesh)
             self.trials += trials
             self._compiled[size] = (plan, fn)
         return self._compiled[size][1]

@@ -171,7 +171,7 @@ def test_pbt_sweep_runs_and_logs_events(data, tmp_path):
     assert summary["pbt_events"] and all(e["member"] != e["copied_from"] for e in summary["pbt_events"])
 
 
-def test_member_axis_sharded_over_8_devices_equals_one_device(tmp_path):
+def test_member_axis_sharded_over_a_mesh_equals_one_device_for_each_plan(tmp_path):
     script = textwrap.dedent("""
         import os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
@@ -195,16 +195,19 @@ def test_member_axis_sharded_over_8_devices_equals_one_device(tmp_path):
         config.log_every_steps = 4
         members = [{"optimizer.learning_rate": 0.01 * (i + 1), "seed": i} for i in range(8)]
         out = []
-        for mesh in (None, Mesh(np.asarray(jax.devices()), ("member",))):
+        mesh8 = Mesh(np.asarray(jax.devices()), ("member",))
+        mesh4 = Mesh(np.asarray(jax.devices()[:4]), ("member",))
+        for mesh, plan in ((None, "vmap"), (mesh8, "vmap"), (mesh4, "sequential")):
             pop = init_population(config, members, 10, (8, 8, 1), 128)
             records = {i: MemberRecord(i, m) for i, m in enumerate(members)}
-            pop = PopulationTrainer(config, data, records, plan="vmap", mesh=mesh).train(pop, 6)
+            pop = PopulationTrainer(config, data, records, plan=plan, mesh=mesh).train(pop, 6)
             if mesh is not None:
                 leaf = jax.tree_util.tree_leaves(pop.state.params)[0]
-                assert len(leaf.sharding.device_set) == 8, leaf.sharding
+                assert len(leaf.sharding.device_set) == mesh.size, leaf.sharding
             out.append(jax.device_get(pop.state.params))
-        for a, b in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(out[1])):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for other in out[1:]:
+            for a, b in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(other)):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         print("SHARDED_OK")
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
