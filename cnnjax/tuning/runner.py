@@ -85,7 +85,7 @@ class PopulationTrainer:
         self.labels = jnp.asarray(dataset.train.labels)
         self.val = _eval_arrays(dataset.validation, config.eval_batch_size)
         self.member_step = make_member_step(config, self.mean, self.std)
-        self.eval_fn = make_population_eval(self.mean, self.std)
+        self._eval_fns: dict[str, Any] = {}
         self._compiled: dict[int, tuple[plans.Plan, Any]] = {}
         self.trials: list[plans.Trial] = []
 
@@ -116,13 +116,28 @@ class PopulationTrainer:
             self._compiled[size] = (plan, fn)
         return self._compiled[size][1]
 
+    def _eval_fn(self, size: int):
+        """Evaluation mapped over members like the training plan (vmap, chunked or sequential)."""
+        plan = self._compiled[size][0] if size in self._compiled else plans.Plan("vmap")
+        key = str(plan)
+        if key not in self._eval_fns:
+            fn = make_population_eval(self.mean, self.std, batched=plan.name == "vmap",
+                                      chunk_size=plan.chunk_size if plan.name == "chunked" else None)
+            if self.mesh is not None:
+                from jax.sharding import PartitionSpec as P
+
+                fn = jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=(P("member"), P(), P(), P()),
+                                           out_specs=P("member"), check_vma=False))
+            self._eval_fns[key] = fn
+        return self._eval_fns[key]
+
     def plan_for(self, size: int) -> str:
         return str(self._compiled[size][0]) if size in self._compiled else "-"
 
     # -- evaluation -------------------------------------------------------------
     def evaluate(self, population: Population) -> tuple[np.ndarray, np.ndarray]:
         """Validation (accuracy, loss) of every member, one call."""
-        sums = jax.device_get(self.eval_fn(population.state, *self.val))
+        sums = jax.device_get(self._eval_fn(population.size)(population.state, *self.val))
         count = np.maximum(sums["count"], 1.0)
         return sums["correct"] / count, sums["loss_sum"] / count
 
