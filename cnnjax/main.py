@@ -22,6 +22,10 @@ flags.DEFINE_enum(
 flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir even though its config.json differs from --config."
 )
+flags.DEFINE_integer(
+    "cpu_devices", 0, "On a CPU host, expose this many CPU devices (0: JAX's default, one) so that "
+    "--config.sweep.mesh_devices can spread a population's members over cores; ignored on accelerators.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -88,6 +92,12 @@ def main(argv: list[str]) -> int:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # libraries' INFO chatter drowns the progress bar
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if FLAGS.cpu_devices < 0:
+        raise app.UsageError(f"--cpu_devices must be >= 0, got {FLAGS.cpu_devices}")
+    if FLAGS.cpu_devices:
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)  # before any backend starts
     # Library imports happen after flag parsing, which keeps `--help` fast.
     errors = _user_errors()
     try:

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -128,7 +129,7 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
     return records
 
 
-def end_to_end(trials: int, data_dir: str | None) -> dict:
+def end_to_end(trials: int, data_dir: str | None, sweep_flags: Sequence[str] = ()) -> dict:
     """Wall clock of a `trials`-member sweep of the default job vs the CLI run `trials` times."""
     import subprocess
     import tempfile
@@ -143,7 +144,8 @@ def end_to_end(trials: int, data_dir: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "cnnjax.main", "--mode=sweep", f"--workdir={tmp}/sweep", *common,
-                        f"--config.sweep.space_extra={space}", f"--config.sweep.population_size={trials}"],
+                        f"--config.sweep.space_extra={space}", f"--config.sweep.population_size={trials}",
+                        *sweep_flags],
                        check=True, env=env, capture_output=True)
         sweep_s = time.time() - t0
         with open(f"{tmp}/sweep/results.json") as f:
@@ -155,11 +157,12 @@ def end_to_end(trials: int, data_dir: str | None) -> dict:
                             f"--config.optimizer.weight_decay={m['optimizer.weight_decay']}"],
                            check=True, env=env, capture_output=True)
         cli_s = time.time() - t0
-    print(f"end to end, {trials} trials of the default job: sweep {sweep_s:.1f} s, "
+    print(f"end to end, {trials} trials of the default job (sweep flags {' '.join(sweep_flags) or 'none'}): "
+          f"sweep {sweep_s:.1f} s, "
           f"{trials} CLI runs {cli_s:.1f} s, ratio {cli_s / sweep_s:.2f}x", flush=True)
     return {"model": "lenet5", "P": trials, "plan": "end_to_end", "sweep_wall_s": sweep_s,
             "sequential_cli_wall_s": cli_s, "member_steps_per_s": None, "sequential_member_steps_per_s": None,
-            "ratio": cli_s / sweep_s, "device": jax.devices()[0].device_kind}
+            "ratio": cli_s / sweep_s, "sweep_flags": list(sweep_flags), "device": jax.devices()[0].device_kind}
 
 
 def main():
@@ -170,14 +173,17 @@ def main():
     parser.add_argument("--end_to_end", action="store_true",
                         help="also time a 16-trial sweep of the default job against 16 CLI runs (minutes)")
     parser.add_argument("--data_dir", default=None, help="TFDS data_dir for the end-to-end runs")
+    parser.add_argument("--sweep_flags", default="",
+                        help="extra flags for the end-to-end sweep command, e.g. "
+                             "'--cpu_devices=2 --config.sweep.mesh_devices=0'")
     args = parser.parse_args()
     plan_names = ["vmap", "chunked", "sequential"]
     records = measure("lenet5", mnist5k(), [1, 16] if args.quick else [1, 4, 16, 64], plan_names, args.repeats)
     if not args.quick:
-        records += measure("resnet20_cifar", synthetic(512, (32, 32, 3)), [1, 4, 16], plan_names,
+        records += measure("resnet20_cifar", synthetic(512, (32, 32, 3)), [1, 4, 16, 64], plan_names,
                            max(2, args.repeats // 5))
     if args.end_to_end:
-        records.append(end_to_end(16, args.data_dir))
+        records.append(end_to_end(16, args.data_dir, args.sweep_flags.split()))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(records, f, indent=1)
