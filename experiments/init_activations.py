@@ -50,12 +50,14 @@ def all_kernels(seed: int = 0) -> list:
 
     from cnnjax.models.layers import get_init
 
-    keys = jax.random.split(jax.random.PRNGKey(seed), LAYERS)
+    # `rbg` keys: the same schemes, but far quicker to compile than threefry on CPU.
+    keys = jax.random.split(jax.random.key(seed, impl="rbg"), LAYERS)
+
+    inits = [get_init(name, scale) for _, _, name, scale in SETTINGS]
 
     @jax.jit
     def draw(keys):
-        return [jax.vmap(lambda key, init=get_init(name, scale): init(key, (WIDTH, WIDTH)))(keys)
-                for _, _, name, scale in SETTINGS]
+        return [jax.vmap(lambda key, init=init: init(key, (WIDTH, WIDTH)))(keys) for init in inits]
 
     return draw(keys)
 
@@ -81,7 +83,7 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     import jax
     import numpy as np
 
-    x = jax.random.normal(jax.random.PRNGKey(42), (EXAMPLES[variant], WIDTH))
+    x = jax.random.normal(jax.random.key(42, impl="rbg"), (EXAMPLES[variant], WIDTH))
     rows, hists = [], {}
     for (label, activation, _, _), kernels in zip(SETTINGS, all_kernels()):
         acts = layer_activations(activation, kernels, x)
