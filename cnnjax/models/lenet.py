@@ -65,6 +65,6 @@ class LeNet5(nn.Module):
         head_init = (
             kernel_init
             if self.head_scale is None
-            else nn.initializers.variance_scaling(self.head_scale**2, "fan_in", "truncated_normal")
+            else layers.variance_scaling(self.head_scale**2, "fan_in", "truncated_normal")
         )
         return nn.Dense(self.num_classes, kernel_init=head_init)(x)

@@ -173,3 +173,24 @@ def test_dense_fan_in_variance_propagates_through_mlp():
     _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
     moments = [float(jnp.mean(jnp.square(state["intermediates"][f"layer{i}"][0]))) for i in range(6)]
     assert max(moments) / min(moments) < 1.5
+
+
+@pytest.mark.parametrize("name,mode,distribution,gain", [
+    ("xavier_uniform", "fan_avg", "uniform", 1.0), ("xavier_normal", "fan_avg", "truncated_normal", 1.0),
+    ("he_normal", "fan_in", "truncated_normal", 2.0), ("he_uniform", "fan_in", "uniform", 2.0),
+    ("he_normal_fan_out", "fan_out", "truncated_normal", 2.0), ("lecun_normal", "fan_in", "truncated_normal", 1.0),
+])
+def test_flat_drawn_inits_equal_jax_initializers_bitwise(name, mode, distribution, gain):
+    from flax import linen as nn
+
+    from cnnjax.models.layers import get_init
+
+    key = jax.random.key(3)
+    for shape in [(5, 5, 3, 16), (120, 84), (3, 3, 16, 32)]:
+        for scale in (1.0, 0.3):
+            ours = get_init(name, scale)(key, shape)
+            reference = nn.initializers.variance_scaling(gain * scale, mode, distribution)(key, shape)
+            assert ours.shape == shape
+            np.testing.assert_array_equal(ours, reference)
+    np.testing.assert_array_equal(get_init("normal", 0.01)(key, (5, 5, 3, 6)),
+                                  nn.initializers.normal(0.01)(key, (5, 5, 3, 6)))
