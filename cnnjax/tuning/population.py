@@ -73,6 +73,36 @@ def _stack(values: Sequence[Any], dtype=jnp.float32) -> jax.Array:
     return jnp.asarray(np.asarray(values), dtype)
 
 
+# Compiled initialisers, reused by later populations of the same config and shapes
+# (the next coarse-to-fine round, another trial): XLA's compile of an init takes
+# seconds on a CPU. Keyed by the config's JSON; the oldest entry goes first.
+_INITIALISERS: dict[tuple, Any] = {}
+_MAX_INITIALISERS = 16
+
+
+def _initialiser(config, num_classes, image_shape, steps_per_epoch, total_steps, swept_scale):
+    key = (config.to_json_best_effort(sort_keys=True), num_classes, image_shape, steps_per_epoch, total_steps,
+           swept_scale)
+    if key in _INITIALISERS:
+        return _INITIALISERS[key]
+    model = build_model(config, num_classes)
+    tx = optimizer_from_config(config, steps_per_epoch, total_steps)
+    apply_fn = make_apply_fn(model)
+
+    def one(key, scale):
+        init_model = model.clone(init_scale=scale) if swept_scale else model
+        return create_train_state(
+            init_model, tx, key, image_shape,
+            l2=config.loss.l2, l1=config.loss.l1, label_smoothing=config.loss.label_smoothing,
+            apply_fn=apply_fn,
+        )
+
+    if len(_INITIALISERS) >= _MAX_INITIALISERS:
+        _INITIALISERS.pop(next(iter(_INITIALISERS)))
+    _INITIALISERS[key] = jax.jit(jax.vmap(one))
+    return _INITIALISERS[key]
+
+
 def init_population(
     config: ml_collections.ConfigDict,
     members: Sequence[dict[str, Any]],
@@ -89,11 +119,8 @@ def init_population(
     """
     if len(members) < 1:
         raise ValueError(f"a population needs at least 1 member, got {len(members)}")
-    model = build_model(config, num_classes)
     steps_per_epoch = num_train_examples // config.batch_size
     total_steps = steps_per_epoch * config.num_epochs
-    tx = optimizer_from_config(config, steps_per_epoch, total_steps)
-    apply_fn = make_apply_fn(model)
     keys = [member_keys(int(m.get("seed", config.seed)),
                         m.get("data_seed", config.get("data_seed"))) for m in members]
     init_keys = jnp.stack([k[0] for k in keys])
@@ -104,15 +131,8 @@ def init_population(
     scales = _stack([m.get("model.init_scale", default_scale if default_scale is not None else 1.0)
                      for m in members])
 
-    def one(key, scale):
-        init_model = model.clone(init_scale=scale) if swept_scale else model
-        return create_train_state(
-            init_model, tx, key, image_shape,
-            l2=config.loss.l2, l1=config.loss.l1, label_smoothing=config.loss.label_smoothing,
-            apply_fn=apply_fn,
-        )
-
-    state = jax.jit(jax.vmap(one))(init_keys, scales)
+    initialise = _initialiser(config, num_classes, tuple(image_shape), steps_per_epoch, total_steps, swept_scale)
+    state = initialise(init_keys, scales)
 
     state = set_member_values(state, config, members)
     return Population(

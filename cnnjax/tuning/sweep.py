@@ -118,6 +118,7 @@ class Sweep:
         self.progress = progress
         self.plans_used: list[dict[str, Any]] = []
         self.next_id = 0
+        self.trainers: dict[str, PopulationTrainer] = {}
         self.mesh = _member_mesh(config.sweep.mesh_devices)
 
     def new_records(self, members: list[dict[str, Any]], round_index: int = 0) -> list[int]:
@@ -129,11 +130,15 @@ class Sweep:
         return ids
 
     def trainer(self, group_config) -> PopulationTrainer:
-        return PopulationTrainer(
-            group_config, self.dataset, self.records, writer=self.writer, plan=self.config.sweep.plan,
-            chunk_size=self.config.sweep.chunk_size, shared_batches=self.config.sweep.shared_batches,
-            mesh=self.mesh, progress=self.progress,
-        )
+        """The group's trainer; one per group config, so later rounds reuse its compiled steps."""
+        key = group_config.to_json_best_effort(sort_keys=True)
+        if key not in self.trainers:
+            self.trainers[key] = PopulationTrainer(
+                group_config, self.dataset, self.records, writer=self.writer, plan=self.config.sweep.plan,
+                chunk_size=self.config.sweep.chunk_size, shared_batches=self.config.sweep.shared_batches,
+                mesh=self.mesh, progress=self.progress,
+            )
+        return self.trainers[key]
 
     def population(self, group_config, members, ids):
         pop = init_population(group_config, [_traced(m) for m in members], self.dataset.num_classes,

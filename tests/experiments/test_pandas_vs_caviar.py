@@ -1,0 +1,85 @@
+"""Pandas (one model at a time) vs caviar (one population) in caviar's wall clock: both valid, budget kept."""
+
+import math
+import os
+
+import pytest
+
+from experiments import common, pandas_vs_caviar
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("pandas_vs_caviar"))
+    return workdir, pandas_vs_caviar.run(workdir, variant="smoke")
+
+
+def test_files_written(result):
+    workdir, out = result
+    rows = common.read_table(os.path.join(workdir, "table.csv"))
+    assert [r["approach"] for r in rows] == ["caviar", "pandas"]
+    trials = common.read_table(os.path.join(workdir, "trials.csv"))
+    assert len(trials) == len(out["caviar"]["trials"]) + len(out["pandas"]["trials"])
+    assert os.path.exists(os.path.join(workdir, "table.md"))
+    assert os.path.getsize(os.path.join(workdir, "pandas_vs_caviar.png")) > 10_000
+
+
+def test_caviar_trained_its_population(result):
+    out = result[1]
+    config = pandas_vs_caviar.get_config("smoke")
+    trials = out["caviar"]["trials"]
+    assert len(trials) == config.sweep.population_size
+    assert all(math.isfinite(t["best_val_acc"]) for t in trials if not t["diverged"])
+    assert len({t["lr"] for t in trials}) == len(trials)
+    assert out["rows"][0]["best_val_acc"] > 0.3  # chance is 0.1
+
+
+def test_pandas_searched_sequentially(result):
+    trials = result[1]["pandas"]["trials"]
+    assert len(trials) >= 2
+    assert all(math.isfinite(t["best_val_acc"]) for t in trials if not t["diverged"])
+    assert trials[0]["lr"] == pandas_vs_caviar.get_config("smoke").optimizer.learning_rate
+    finished = [t["finished_s"] for t in trials]
+    assert finished == sorted(finished) and finished[0] > 0
+    assert result[1]["rows"][1]["best_val_acc"] > 0.4
+
+
+def test_timings_and_budget(result):
+    out = result[1]
+    budget = out["budget_s"]
+    assert budget == out["caviar"]["wall_s"] > 0
+    assert all(t["finished_s"] == budget for t in out["caviar"]["trials"])
+    # Pandas starts a trial only if a typical one still fits: it may overrun by one slow trial at most.
+    assert 0 < out["pandas"]["wall_s"] <= 1.25 * budget + 1.0
+    durations = out["pandas"]["durations"]
+    assert len(durations) == len(out["pandas"]["trials"]) and all(d > 0 for d in durations)
+
+
+def test_line_search_turns_round_and_refines():
+    def accuracy(lr):  # a peaked curve in log lr with its top at 1e-2
+        return 0.9 - 0.1 * math.log10(lr / 1e-2) ** 2
+
+    search = pandas_vs_caviar.LineSearch(1e-3, 1e-5, 1.0)
+    tried = []
+    while (lr := search.propose()) is not None:
+        tried.append(lr)
+        search.tell(lr, accuracy(lr))
+    assert tried[:3] == pytest.approx([1e-3, 4e-3, 1.6e-2])
+    assert tried[3] == pytest.approx(6.4e-2)  # overshoots, then turns round with factor 2 from the best
+    assert tried[4] == pytest.approx(8e-3)
+    assert abs(math.log10(search.best_lr / 1e-2)) < math.log10(1.3)
+    assert len(tried) == len(set(tried)) < 20
+
+
+def test_line_search_stays_in_range():
+    search = pandas_vs_caviar.LineSearch(0.5, 1e-4, 1.0)
+    tried = []
+    while (lr := search.propose()) is not None:
+        tried.append(lr)
+        search.tell(lr, lr)  # better and better towards the upper bound
+    assert max(tried) == 1.0 and min(tried) >= 1e-4
+
+
+def test_unknown_variant_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="smoke, full"):
+        pandas_vs_caviar.run(str(tmp_path), variant="tiny")
