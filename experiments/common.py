@@ -60,11 +60,26 @@ def cifar_data(config, variant: str, *, data_path: str | None = None, train_exam
             data.data_dir = data_path
 
 
+_LOADED: dict[str, Any] = {}  # config.data as JSON -> Dataset, newest last
+_MAX_LOADED = 3
+
+
 def load(config):
-    """Loads `config.data` once (experiments share one Dataset across their runs)."""
+    """Loads `config.data` once (experiments share one Dataset across their runs).
+
+    The last few loads are kept per process, so experiments run one after
+    another (the test suite) read an identical data config once: listing the
+    CIFAR-10 JPEG archive alone takes seconds. Datasets are frozen; treat the
+    arrays as read-only.
+    """
     from cnnjax.data import load_dataset
 
-    return load_dataset(config.data)
+    key = config.data.to_json_best_effort(sort_keys=True)
+    if key not in _LOADED:
+        if len(_LOADED) >= _MAX_LOADED:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load_dataset(config.data)
+    return _LOADED[key]
 
 
 # -- tables --------------------------------------------------------------------
