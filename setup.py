@@ -35,7 +35,7 @@ setup(
     extras_require={
         "cuda": ["jax[cuda12]>=0.10"],
         "tpu": ["jax[tpu]>=0.10"],
-        "test": ["pytest>=8", "ruff"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff"],
     },
     entry_points={"console_scripts": ["cnnjax=cnnjax.main:run"]},
 )
