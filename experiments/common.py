@@ -21,7 +21,33 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+CIFAR_NAME = "cifar10-train-jpg.tar.gz"
+
+
+def find_cifar_archive() -> Path:
+    """Where the CIFAR-10 JPEG archive is: `$CNNJAX_CIFAR10_JPG` if set, else
+    `shared/data/` beside this checkout or one of its parent directories, else
+    beside the local checkout this one was cloned from (a fresh clone in a
+    scratch directory still finds the data). Returns the default location
+    (`../shared/data/`) when none exists, so errors name where it was expected.
+    """
+    if os.environ.get("CNNJAX_CIFAR10_JPG"):
+        return Path(os.environ["CNNJAX_CIFAR10_JPG"])
+    default = ROOT.parent / "shared" / "data" / CIFAR_NAME
+    candidates = [d / "shared" / "data" / CIFAR_NAME for d in ROOT.parents]
+    try:
+        import subprocess
+
+        origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        if origin and os.path.isdir(origin):
+            candidates.append(Path(origin).resolve().parent / "shared" / "data" / CIFAR_NAME)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return next((c for c in candidates if c.exists()), default)
+
+
+CIFAR_ARCHIVE = find_cifar_archive()
 VARIANTS = ("smoke", "full")
 
 

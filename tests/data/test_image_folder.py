@@ -16,8 +16,9 @@ from PIL import Image
 
 from cnnjax.data import image_folder, load_dataset
 from cnnjax.data.image_folder import load_image_folder
+from experiments import common
 
-CIFAR_ARCHIVE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+CIFAR_ARCHIVE = common.CIFAR_ARCHIVE
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

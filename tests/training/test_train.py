@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError, train_and_evaluate
+from experiments import common
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,7 +124,7 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke, tm
     assert not (tmp_path / "summary.json").exists()
 
 
-CIFAR_JPG = ROOT.parent / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+CIFAR_JPG = common.CIFAR_ARCHIVE
 
 
 @pytest.mark.skipif(not CIFAR_JPG.exists(), reason="the CIFAR-10 JPEG archive is not on this machine")
