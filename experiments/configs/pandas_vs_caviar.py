@@ -11,26 +11,21 @@ informed by the last, until caviar's wall time is spent.
 `full`: 4,000 images, 3 epochs, a population of 32.
 """
 
-from cnnjax.training.config import base_config
+import sys
+from pathlib import Path
 
-VARIANTS = ("smoke", "full")
+# The CLI loads configs by path; make the sibling base importable from any cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from experiments.configs import lenet_mnist  # noqa: E402
+
+VARIANTS = lenet_mnist.VARIANTS
 
 
 def get_config(arg: str | None = None):
     variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
-    config = base_config()
-    config.data.name = "mnist5k"
-    config.data.preprocess = "standardize"
-    config.model.name = "lenet5"
-    config.optimizer.name = "momentum"
-    config.optimizer.momentum = 0.9
+    config = lenet_mnist.get_config(variant)
     config.optimizer.learning_rate = 1e-3  # pandas starts here, a cautious first guess
-    config.schedule.name = "constant"
-    config.batch_size = 64
     config.num_epochs = 3
-    config.log_every_steps = 50
     config.progress_bar = False
     config.sweep.space.optimizer = {"learning_rate": "loguniform(1e-4, 1.0)"}
     config.sweep.sampler = "random"

@@ -6,7 +6,12 @@ The LeNet-5 recipe of `lenet_cifar.py`; `model.pooling` changes the program, so
 each pooling kind is its own population (its seeds train together).
 """
 
-from experiments.configs import lenet_cifar
+import sys
+from pathlib import Path
+
+# The CLI loads configs by path; make the sibling base importable from any cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from experiments.configs import lenet_cifar  # noqa: E402
 
 VARIANTS = lenet_cifar.VARIANTS
 POOLINGS = ("max", "avg", "stochastic")

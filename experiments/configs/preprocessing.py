@@ -9,8 +9,14 @@ channel; `mean_image` subtracts the per-pixel mean image; `standardize` also
 divides by the per-channel std.
 """
 
+import sys
+from pathlib import Path
+
 from cnnjax.data import PREPROCESS_CHOICES
-from experiments.configs import lenet_cifar
+
+# The CLI loads configs by path; make the sibling base importable from any cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from experiments.configs import lenet_cifar  # noqa: E402
 
 VARIANTS = lenet_cifar.VARIANTS
 

@@ -18,25 +18,20 @@ learning rate. The search space (`sweep.space`) has two dimensions:
 training images for 5 epochs, budget 16 (a 4 x 4 grid).
 """
 
-from cnnjax.training.config import base_config
+import sys
+from pathlib import Path
 
-VARIANTS = ("smoke", "full")
+# The CLI loads configs by path; make the sibling base importable from any cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from experiments.configs import lenet_mnist  # noqa: E402
+
+VARIANTS = lenet_mnist.VARIANTS
 
 
 def get_config(arg: str | None = None):
     variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
-    config = base_config()
-    config.data.name = "mnist5k"
-    config.data.preprocess = "standardize"
-    config.model.name = "lenet5"
-    config.optimizer.name = "momentum"
-    config.optimizer.momentum = 0.9
-    config.schedule.name = "constant"
-    config.batch_size = 64
+    config = lenet_mnist.get_config(variant)
     config.num_epochs = 5
-    config.log_every_steps = 50
     config.eval_every_epochs = 1
     config.progress_bar = False
     config.sweep.space.optimizer = {"learning_rate": "loguniform(1e-3, 10.0)", "weight_decay": "loguniform(1e-6, 1e-4)"}

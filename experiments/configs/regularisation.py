@@ -10,7 +10,12 @@ batch norm after every conv and hidden dense layer. L1, L2 and dropout are
 traced (one population with the baseline); BN is its own population.
 """
 
-from experiments.configs import lenet_cifar
+import sys
+from pathlib import Path
+
+# The CLI loads configs by path; make the sibling base importable from any cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from experiments.configs import lenet_cifar  # noqa: E402
 
 VARIANTS = lenet_cifar.VARIANTS
 
