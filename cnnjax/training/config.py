@@ -14,6 +14,7 @@ from cnnjax.data import PREPROCESS_CHOICES, list_datasets
 from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
 
 # Model options that configs may set; None means "the model's own default".
+PRECISION_CHOICES = ("float32", "bfloat16")
 MODEL_OPTIONS = ("activation", "kernel_init", "init_scale", "dropout_rate", "pooling", "conv_impl")
 
 
@@ -52,6 +53,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.augment = ml_collections.ConfigDict()
     c.data.augment.crop_padding = 0
     c.data.augment.flip = False
+    # Streaming input (data too large for memory, e.g. imagenet2012): tf.data reads
+    # each process's share of the files, decodes, random-resized-crops and flips on
+    # the host, and prefetches to the devices. See cnnjax/data/streaming.py.
+    c.data.streaming = False
+    c.data.image_size = 224  # streaming: training crop / evaluation size (square)
+    c.data.shuffle_buffer = 10_000  # streaming: examples in the host shuffle buffer
+    c.data.prefetch_batches = 2  # streaming: batches queued on the devices ahead of the step
+
+    # Devices. `mesh.data`: devices the batch is split over (data parallel; 0 = all,
+    # across every process). Parameters are replicated; BatchNorm statistics are
+    # computed over the global batch.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    # Compute precision: float32, or bfloat16 (bf16 activations and matmuls; the
+    # parameters, optimiser state and BatchNorm statistics stay float32).
+    c.precision = "float32"
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet5"
@@ -225,6 +242,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     dropout = config.model.get("dropout_rate")
     need(dropout is None or 0 <= dropout < 1, f"model.dropout_rate must be in [0, 1), got {dropout}")
 
+    need(
+        config.precision in PRECISION_CHOICES,
+        f"precision={config.precision!r} is unknown; valid choices: {_choices(PRECISION_CHOICES)}",
+    )
+    need(config.mesh.data >= 0, f"mesh.data must be >= 0 (0: all devices), got {config.mesh.data}")
+    need(config.data.image_size >= 1, f"data.image_size must be >= 1, got {config.data.image_size}")
+    need(config.data.shuffle_buffer >= 1, f"data.shuffle_buffer must be >= 1, got {config.data.shuffle_buffer}")
+    need(config.data.prefetch_batches >= 1, f"data.prefetch_batches must be >= 1, got {config.data.prefetch_batches}")
     need(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     need(config.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {config.eval_batch_size}")
     need(config.num_epochs > 0, f"num_epochs must be > 0, got {config.num_epochs}")
