@@ -26,6 +26,14 @@ flags.DEFINE_integer(
     "cpu_devices", 0, "On a CPU host, expose this many CPU devices (0: JAX's default, one) so that "
     "--config.sweep.mesh_devices can spread a population's members over cores; ignored on accelerators.",
 )
+flags.DEFINE_bool(
+    "distributed", False, "Multi-process run: call jax.distributed.initialize() and let JAX find the coordinator "
+    "(Cloud TPU VMs and pod slices, SLURM, Open MPI). Launch the same command on every host.",
+)
+flags.DEFINE_string("coordinator_address", None, "Multi-process run with an explicit coordinator: HOST:PORT of "
+                    "process 0 (with --num_processes and --process_id).")
+flags.DEFINE_integer("num_processes", None, "Multi-process run: the number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0 .. num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -98,6 +106,14 @@ def main(argv: list[str]) -> int:
         import jax
 
         jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)  # before any backend starts
+    explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if FLAGS.distributed or any(v is not None for v in explicit):
+        from cnnjax.training.sharding import MeshError, initialize_distributed
+
+        try:
+            initialize_distributed(*explicit)
+        except MeshError as err:
+            raise app.UsageError(str(err)) from None
     # Library imports happen after flag parsing, which keeps `--help` fast.
     errors = _user_errors()
     try:

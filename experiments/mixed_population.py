@@ -168,7 +168,7 @@ def train_mixed(config, members: list[dict[str, Any]], *, dataset, plan: str = "
     tx = mixed_optimizer(txs, schedule_table(sched_keys, steps_per_epoch, total_steps))
 
     model = build_model(config, dataset.num_classes)
-    apply_fn = make_apply_fn(model)
+    apply_fn = make_apply_fn(model, config.get("precision", "float32"))
     loss = config.loss
     keys = [member_keys(int(c.seed), c.get("data_seed")) for c in cfgs]
 

@@ -38,17 +38,42 @@ class TrainState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def make_apply_fn(model: nn.Module) -> Callable[..., Any]:
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+def make_apply_fn(model: nn.Module, precision: str = "float32") -> Callable[..., Any]:
     """`model.apply`, with traced overrides of model fields (e.g. `dropout_rate`).
 
     `apply(variables, x, *, model_hparams=None, **kwargs)` runs the model with
     the given fields replaced, so one compiled step serves members whose dropout
     rates differ.
+
+    `precision='bfloat16'` is mixed precision for any model: the float32
+    parameters and the input are cast to bf16 on the way in, so convolutions,
+    matmuls and activations run in bf16, while the stored parameters (and so
+    gradients and optimiser state) stay float32. BatchNorm statistics are not
+    cast: Linen reduces them in float32 and the running averages stay float32.
+    Logits are returned in float32.
     """
+    if precision not in COMPUTE_DTYPES:
+        raise ValueError(f"Unknown precision {precision!r}; valid choices: {', '.join(COMPUTE_DTYPES)}")
+    dtype = COMPUTE_DTYPES[precision]
 
     def apply(variables, x, *, model_hparams=None, **kwargs):
         module = model.clone(**model_hparams) if model_hparams else model
-        return module.apply(variables, x, **kwargs)
+        if dtype == jnp.float32:
+            return module.apply(variables, x, **kwargs)
+        variables = {k: (_cast_floats(v, dtype) if k == "params" else v) for k, v in variables.items()}
+        result = module.apply(variables, x.astype(dtype), **kwargs)
+        out, state = result if kwargs.get("mutable") else (result, None)
+        out = _cast_floats(out, jnp.float32)
+        return out if state is None else (out, state)
 
     return apply
 
@@ -72,12 +97,13 @@ def create_train_state(
     l1: float = 0.0,
     label_smoothing: float = 0.0,
     apply_fn: Callable[..., Any] | None = None,
+    precision: str = "float32",
 ) -> TrainState:
     """A fresh state: initialised variables, optimiser state, step 0.
 
     `rng` is a raw `jax.random.PRNGKey` (uint32[2]); it is split into the init key
-    and the per-step key stream. `apply_fn` defaults to `make_apply_fn(model)`;
-    members of one population must share one.
+    and the per-step key stream. `apply_fn` defaults to `make_apply_fn(model,
+    precision)`; members of one population must share one.
     """
     init_rng, step_rng = jax.random.split(rng)
     variables = init_variables(model, init_rng, input_shape)
@@ -94,7 +120,7 @@ def create_train_state(
             "label_smoothing": jnp.asarray(label_smoothing, jnp.float32),
         },
         model_hparams={},
-        apply_fn=apply_fn or make_apply_fn(model),
+        apply_fn=apply_fn or make_apply_fn(model, precision),
         tx=tx,
     )
 

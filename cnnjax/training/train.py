@@ -23,6 +23,7 @@ from absl import logging
 from cnnjax.data import pipeline
 from cnnjax.models import get_model
 from cnnjax.training import config as config_lib
+from cnnjax.training import sharding
 from cnnjax.training.checkpoint import Checkpointer
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.state import TrainState, count_params, create_train_state
@@ -109,11 +110,14 @@ def evaluate(eval_fn, state: TrainState, split_arrays) -> dict[str, float]:
     return {"loss": float(sums["loss_sum"]) / count, "accuracy": float(sums["correct"]) / count}
 
 
-def eval_split(state: TrainState, images, labels, mask, mean, std) -> dict[str, jax.Array]:
-    """Summed loss / correct / count over a split padded into [batches, batch, ...]."""
+def eval_split(state: TrainState, images, labels, mask, mean, std, batch_sharding=None) -> dict[str, jax.Array]:
+    """Summed loss / correct / count over a split padded into [batches, batch, ...].
+
+    `batch_sharding` (data parallel) splits each batch over the devices.
+    """
 
     def body(total, batch):
-        x, y, m = batch
+        x, y, m = sharding.constrain_batch(batch, batch_sharding)
         out = eval_step(state, {"image": pipeline.normalize(x, mean, std), "label": y, "mask": m})
         return jax.tree_util.tree_map(jnp.add, total, out), None
 
@@ -122,9 +126,11 @@ def eval_split(state: TrainState, images, labels, mask, mean, std) -> dict[str, 
     return total
 
 
-def make_eval_fn(mean, std):
+def make_eval_fn(mean, std, batch_sharding=None):
     """Jitted evaluation of a whole padded split in one call."""
-    return jax.jit(lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std))
+    return jax.jit(
+        lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std, batch_sharding)
+    )
 
 
 def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax.Array]:
@@ -135,13 +141,15 @@ def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax
     return init_key, data_key
 
 
-def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None):
+def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None, batch_sharding=None):
     """The training step on device-resident data, for one run or one member.
 
     `step(state, data_key, images, labels, permutation, index)` gathers batch
     `index` of the epoch order `permutation`, augments it with a key drawn from
     (data_key, step), and applies `train_step` (with `monitor`, see
     `cnnjax.training.steps.StepMonitor`). Populations vmap this function.
+    `batch_sharding` (data parallel, see `cnnjax.training.sharding`) splits the
+    batch over the mesh's `data` axis.
     """
     augment = config.data.augment
 
@@ -152,6 +160,7 @@ def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None):
             batch_size=config.batch_size, mean=mean, std=std,
             crop_padding=augment.crop_padding, flip=augment.flip,
         )
+        batch = sharding.constrain_batch(batch, batch_sharding)
         if active is not None:
             batch["active"] = active
         return train_step(state, batch, monitor=monitor)
@@ -194,6 +203,17 @@ def train_and_evaluate(
     """
     start_time = time.time()
     config_lib.validate_config(config)
+    try:
+        mesh = sharding.data_mesh(config.mesh.data)
+    except sharding.MeshError as err:
+        raise config_lib.ConfigError(f"Invalid config:\n  - {err}") from None
+    if mesh is not None and config.batch_size % mesh.size:
+        raise config_lib.ConfigError(
+            f"Invalid config:\n  - batch_size={config.batch_size} does not split over mesh.data={mesh.size} "
+            f"devices; use a multiple of {mesh.size}"
+        )
+    # Process 0 writes the outputs; every process trains and joins checkpoints.
+    primary = jax.process_index() == 0
     if dataset is None:
         from cnnjax.data import load_dataset
 
@@ -214,34 +234,49 @@ def train_and_evaluate(
         l2=config.loss.l2,
         l1=config.loss.l1,
         label_smoothing=config.loss.label_smoothing,
+        precision=config.precision,
     )
     num_params = count_params(state.params)
+    # Replicated over the mesh before a restore, so the checkpoint lands in place.
+    state = sharding.replicate(state, mesh)
+    data_key = sharding.replicate(data_key, mesh)
+    batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)
 
-    os.makedirs(workdir, exist_ok=True)
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
         logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
-        truncate_metrics(workdir, int(state.step))
-    write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
-    writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+        if primary:
+            truncate_metrics(workdir, int(state.step))
+    if primary:
+        write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+    writer = MetricWriter(workdir, tensorboard=config.tensorboard) if primary else _NullWriter()
 
-    mean, std = jnp.asarray(dataset.mean), jnp.asarray(dataset.std)
-    train_images = jnp.asarray(dataset.train.images)
-    train_labels = jnp.asarray(dataset.train.labels)
-    eval_fn = make_eval_fn(mean, std)
+    # Host constants (not device arrays), so the steps compile for any mesh.
+    mean, std = np.asarray(dataset.mean, np.float32), np.asarray(dataset.std, np.float32)
+    train_images = sharding.replicate(dataset.train.images, mesh)
+    train_labels = sharding.replicate(dataset.train.labels, mesh)
+    eval_fn = make_eval_fn(mean, std, batch_sharding)
+    # Evaluation batches split evenly over the mesh too.
+    eval_batch_size = config.eval_batch_size if mesh is None else -(-config.eval_batch_size // mesh.size) * mesh.size
     eval_splits = {
-        name: tuple(jnp.asarray(a) for a in pipeline.pad_for_eval(split.images, split.labels, config.eval_batch_size))
+        name: sharding.replicate(pipeline.pad_for_eval(split.images, split.labels, eval_batch_size), mesh)
         for name, split in (("val", dataset.validation), ("eval", dataset.test))
         if split is not None and split.num_examples > 0
     }
-    jit_step = jax.jit(make_step_fn(config, mean, std), donate_argnums=0)
+    jit_step = jax.jit(make_step_fn(config, mean, std, batch_sharding=batch_sharding), donate_argnums=0)
     if monitor is not None:
-        jit_monitored = jax.jit(make_step_fn(config, mean, std, monitor.step_monitor), donate_argnums=0)
+        jit_monitored = jax.jit(
+            make_step_fn(config, mean, std, monitor.step_monitor, batch_sharding=batch_sharding), donate_argnums=0
+        )
         monitor.start(state, total_steps)
     monitored: list[tuple[int, dict[str, jax.Array]]] = []
     monitor_stop: str | None = None
-    jit_permutation = jax.jit(pipeline.epoch_permutation, static_argnums=2)
+    jit_permutation = jax.jit(
+        pipeline.epoch_permutation, static_argnums=2, out_shardings=None if mesh is None else sharding.replicated(mesh)
+    )
 
     step = int(state.step)
     last_finite: dict[str, float] = {}
@@ -293,7 +328,7 @@ def train_and_evaluate(
         pending = []
         interval_start = time.time()
 
-    bar = _progress(total_steps, step, config.progress_bar)
+    bar = _progress(total_steps, step, config.progress_bar and primary)
     try:
         with _StopRequest() as stop:
             permutation, permutation_epoch = None, -1
@@ -366,12 +401,23 @@ def train_and_evaluate(
         if monitor is not None:
             monitor.finish(summary)
         summary["wall_time_s"] = time.time() - start_time
-        write_json(os.path.join(workdir, "summary.json"), summary)
+        if primary:
+            write_json(os.path.join(workdir, "summary.json"), summary)
         return summary
     finally:
         bar.close()
         writer.close()
         checkpointer.close()
+
+
+class _NullWriter:
+    """The metric writer of a process other than 0: writes nothing."""
+
+    def write(self, step, metrics) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _previous_train_metrics(workdir: str) -> dict[str, float]:

@@ -87,7 +87,7 @@ def _initialiser(config, num_classes, image_shape, steps_per_epoch, total_steps,
         return _INITIALISERS[key]
     model = build_model(config, num_classes)
     tx = optimizer_from_config(config, steps_per_epoch, total_steps)
-    apply_fn = make_apply_fn(model)
+    apply_fn = make_apply_fn(model, config.get("precision", "float32"))
 
     def one(key, scale):
         init_model = model.clone(init_scale=scale) if swept_scale else model
