@@ -162,6 +162,61 @@ def _split_limits(max_examples: int | Mapping[str, int | None] | None) -> dict[s
     return {split: max_examples.get(split) for split in SPLIT_NAMES}
 
 
+def select_image_files(
+    files: Sequence[str],
+    source: str,
+    *,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_examples: int | Mapping[str, int | None] | None = None,
+    max_per_class: int | None = None,
+    seed: int = DEFAULT_SEED,
+) -> tuple[dict[str, list[str]], dict[str, np.ndarray], tuple[str, ...]]:
+    """Assigns image files to splits and classes without reading any image.
+
+    The carving and subset rules are those of :func:`load_image_folder`, so
+    the in-memory loader and the streaming input see the same splits.
+
+    Args:
+      files: Relative paths of the candidate image files (``_Reader.files``).
+      source: The folder or archive, for error messages.
+      validation_fraction, test_fraction, max_examples, max_per_class, seed:
+        As in :func:`load_image_folder`.
+
+    Returns:
+      ``(names, labels, class_names)``: ``names`` maps each split to its
+      relative paths (source order), ``labels`` to int32 class indices.
+    """
+    limits = _split_limits(max_examples)
+    grouped = _index(files, source)
+    if "train" not in grouped:
+        raise ValueError(f"No 'train' split found in {source!r}; expected {_LAYOUT}.")
+    class_names = tuple(sorted({c for items in grouped.values() for _, c in items}))
+    class_index = {name: i for i, name in enumerate(class_names)}
+    paths: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    for split, items in grouped.items():
+        paths[split] = np.array([p for p, _ in items])
+        labels[split] = np.array([class_index[c] for _, c in items], np.int32)
+
+    missing = [s for s in ("validation", "test") if s not in grouped]
+    if missing:
+        carved = stratified_split(
+            labels["train"],
+            validation_fraction if "validation" in missing else 0.0,
+            test_fraction if "test" in missing else 0.0,
+            seed,
+        )
+        pool_paths, pool_labels = paths["train"], labels["train"]
+        for split in ["train", *missing]:
+            paths[split] = pool_paths[carved[split]]
+            labels[split] = pool_labels[carved[split]]
+
+    kept = {split: stratified_subset(labels[split], limits[split], max_per_class, seed) for split in SPLIT_NAMES}
+    names = {split: [str(f) for f in paths[split][keep]] for split, keep in kept.items()}
+    return names, {split: labels[split][keep] for split, keep in kept.items()}, class_names
+
+
 def load_image_folder(
     path: str | os.PathLike,
     *,
@@ -196,41 +251,23 @@ def load_image_folder(
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"Image folder path {str(root)!r} does not exist.")
-    limits = _split_limits(max_examples)
     reader = _Reader(root)
     try:
-        grouped = _index(reader.files, str(root))
-        if "train" not in grouped:
-            raise ValueError(f"No 'train' split found in {str(root)!r}; expected {_LAYOUT}.")
-        class_names = tuple(sorted({c for items in grouped.values() for _, c in items}))
-        class_index = {name: i for i, name in enumerate(class_names)}
-        files: dict[str, np.ndarray] = {}
-        labels: dict[str, np.ndarray] = {}
-        for split, items in grouped.items():
-            files[split] = np.array([p for p, _ in items])
-            labels[split] = np.array([class_index[c] for _, c in items], np.int32)
-
-        missing = [s for s in ("validation", "test") if s not in grouped]
-        if missing:
-            carved = stratified_split(
-                labels["train"],
-                validation_fraction if "validation" in missing else 0.0,
-                test_fraction if "test" in missing else 0.0,
-                seed,
-            )
-            pool_files, pool_labels = files["train"], labels["train"]
-            for split in ["train", *missing]:
-                files[split] = pool_files[carved[split]]
-                labels[split] = pool_labels[carved[split]]
-
-        kept = {split: stratified_subset(labels[split], limits[split], max_per_class, seed) for split in SPLIT_NAMES}
-        names = {split: [str(f) for f in files[split][keep]] for split, keep in kept.items()}
+        names, labels, class_names = select_image_files(
+            reader.files,
+            str(root),
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            max_examples=max_examples,
+            max_per_class=max_per_class,
+            seed=seed,
+        )
         # One read for all splits: a tarball is then decompressed only once.
         blobs = iter(reader.read([name for split in SPLIT_NAMES for name in names[split]]))
         selected: dict[str, tuple[list[np.ndarray], list[str], np.ndarray]] = {}
         for split in SPLIT_NAMES:
             decoded = [_decode(next(blobs), name) for name in names[split]]
-            selected[split] = (decoded, names[split], labels[split][kept[split]])
+            selected[split] = (decoded, names[split], labels[split])
     finally:
         reader.close()
 

@@ -121,8 +121,13 @@ def _supervised_keys(info) -> tuple[str, str]:
     return image_key, label_key
 
 
-def _get_builder(tfds, name: str, data_dir: str | None, download: bool):
-    """Returns a prepared builder, preparing it when allowed."""
+def _get_builder(tfds, name: str, data_dir: str | None, download: bool, check_features=_supervised_keys):
+    """Returns a prepared builder, preparing it when allowed.
+
+    ``check_features(info)`` runs before any download, so an unusable set is
+    refused first; the default asks for fixed-size images (whole-split
+    loading). Streaming passes its own check, which allows any image size.
+    """
     if _base_name(name) in OFFLINE_DATASETS:
         from cnnjax.data import builders  # Registers the offline builders.
 
@@ -136,7 +141,7 @@ def _get_builder(tfds, name: str, data_dir: str | None, download: bool):
         raise ValueError(
             f"Unknown dataset {name!r}: not a TFDS dataset and not found in data_dir {data_dir!r}."
         ) from err
-    _supervised_keys(builder.info)  # Fail before asking anyone to download an unusable set.
+    check_features(builder.info)  # Fail before asking anyone to download an unusable set.
     if not builder.is_prepared():
         if not download:
             raise DatasetNotPreparedError(_not_prepared_message(name, os.fspath(builder.data_dir_root)))
