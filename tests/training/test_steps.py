@@ -132,3 +132,56 @@ def test_models_train_a_step_and_reduce_loss(name, shape, options):
     for _ in range(10):
         state, metrics = step(state, batch)
     assert float(metrics["loss"]) < float(first["loss"])
+
+
+def test_bfloat16_precision_computes_in_bf16_and_keeps_float32_state():
+    import optax
+
+    from cnnjax.models.resnet_cifar import CifarResNet
+
+    model = CifarResNet(depth=8, num_classes=10, widths=(8, 8, 8))
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.05, momentum=0.9)
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32),
+             "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32)}
+    states = {p: create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3), precision=p)
+              for p in ("float32", "bfloat16")}
+    step = jax.jit(train_step)
+
+    # The matmuls/convolutions of the bf16 step take bf16 operands; the float32 step's do not.
+    def operand_dtypes(state):
+        text = str(jax.make_jaxpr(train_step)(state, batch))
+        return {t for t in ("bf16", "f32") if any(f"{t}[" in line and ("dot_general" in line or "conv" in line)
+                                                    for line in text.splitlines())}
+
+    assert "bf16" in operand_dtypes(states["bfloat16"])
+    assert "bf16" not in operand_dtypes(states["float32"])
+
+    new_state, metrics = step(states["bfloat16"], batch)
+    for leaf in jax.tree_util.tree_leaves((new_state.params, new_state.batch_stats, new_state.opt_state)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert leaf.dtype == jnp.float32
+    # The same forward pass as float32 up to bf16 rounding (8 mantissa bits).
+    reference = states["float32"]
+    logits_32, updated_32 = jax.jit(
+        lambda v, x: reference.apply_fn(v, x, train=True, mutable=["batch_stats"])
+    )(reference.variables, batch["image"])
+    loss_32 = cross_entropy(logits_32, batch["label"])
+    assert float(metrics["data_loss"]) == pytest.approx(float(loss_32), rel=2e-2)
+    stats_32 = jax.tree_util.tree_leaves(updated_32["batch_stats"])
+    stats_16 = jax.tree_util.tree_leaves(new_state.batch_stats)
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(stats_32, stats_16)) < 5e-2
+    # And it trains: a few steps on the same batch lower the loss.
+    state = new_state
+    for _ in range(5):
+        state, later = step(state, batch)
+    assert float(later["loss"]) < float(metrics["loss"])
+    logits = state.apply_fn(state.variables, batch["image"], train=False)
+    assert logits.dtype == jnp.float32
+
+
+def test_unknown_precision_names_the_choices():
+    from cnnjax.training.state import make_apply_fn
+
+    with pytest.raises(ValueError, match="valid choices: float32, bfloat16"):
+        make_apply_fn(get_model("lenet5", 10), "float16")
