@@ -68,6 +68,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import json
 import lzma
 import os
 import shutil
@@ -93,6 +94,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # [0, 1] pixel scale, RGB
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LIKE_PREFIXES = ("imagenet", "imagenette", "imagewang")
 DEFAULT_STATS_EXAMPLES = 512
+STATS_IMAGE_SIZE = 64  # side of the sampled images the statistics are taken on
 _CHANNEL_PROBE = 64  # image-folder files whose colour mode decides the channel count
 
 
@@ -159,6 +161,14 @@ def _seed_pair_base(seed: int, process_index: int, purpose: int) -> int:
     """A 63-bit seed from (seed, process, purpose): independent streams per process."""
     state = np.random.SeedSequence([int(seed) % 2**32, process_index, purpose]).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def _map(ds, fn):
+    """``ds.map`` in parallel, traced as plain TF (no AutoGraph: the functions
+    use ``tf.cond`` explicitly, and conversion costs time on every stream)."""
+    import tensorflow as tf
+
+    return ds.map(tf.autograph.experimental.do_not_convert(fn), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _tf_options(tf):
@@ -248,7 +258,7 @@ class _TfdsSource:
             decoders={self.image_key: tfds.decode.SkipDecoding()},
             read_config=read_config,
         )
-        ds = ds.map(lambda ex: (ex[self.image_key], ex[self.label_key]))
+        ds = _map(ds, lambda ex: (ex[self.image_key], ex[self.label_key]))
         # Without file shuffling the first records are read: a bounded read.
         return ds.take(limit) if limit is not None else ds
 
@@ -292,6 +302,38 @@ def _plain_tar(path: Path) -> Path:
     return cached
 
 
+_TAR_INDEXES: dict[tuple[str, int, int], dict[str, tuple[int, int]]] = {}
+
+
+def _tar_index(tar: Path) -> dict[str, tuple[int, int]]:
+    """Member name -> (data offset, size) of a plain tar, for every regular file.
+
+    Walking the headers of a large archive takes seconds, so the index is kept
+    for the process and on disk in the cache directory (keyed by the archive's
+    path, size and modification time).
+    """
+    stat = tar.stat()
+    key = (str(tar.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _TAR_INDEXES:
+        return _TAR_INDEXES[key]
+    digest = hashlib.sha1("|".join(map(str, key)).encode()).hexdigest()[:16]
+    stored = _cache_dir() / f"{tar.name}-{digest}.index.json"
+    if stored.exists():
+        index = {name: (offset, size) for name, offset, size in json.loads(stored.read_text())}
+    else:
+        with tarfile.open(tar, "r:") as archive:
+            index = {_strip_dot_slash(m.name): (m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
+        try:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=stored.parent, delete=False) as f:
+                json.dump([[name, *span] for name, span in index.items()], f)
+            os.replace(f.name, stored)
+        except OSError:
+            pass  # A read-only cache only costs the next process the walk.
+    _TAR_INDEXES[key] = index
+    return index
+
+
 class _FolderSource:
     """An image folder (directory or tar archive) read file by file."""
 
@@ -313,10 +355,7 @@ class _FolderSource:
             self.members: dict[str, tuple[int, int]] = {}
         elif tarfile.is_tarfile(root):
             self.tar = _plain_tar(root)
-            with tarfile.open(self.tar, "r:") as archive:
-                self.members = {
-                    _strip_dot_slash(m.name): (m.offset_data, m.size) for m in archive.getmembers() if m.isfile()
-                }
+            self.members = _tar_index(self.tar)
             files = sorted(f for f in self.members if _is_candidate(f))
         else:
             raise ValueError(f"Image folder path {str(root)!r} is neither a directory nor a tar archive.")
@@ -379,7 +418,7 @@ class _FolderSource:
             ds = tf.data.Dataset.from_tensor_slices((paths, labels))
             if shuffle_seed is not None:
                 ds = ds.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
-            return ds.map(lambda path, label: (tf.io.read_file(path), label), num_parallel_calls=tf.data.AUTOTUNE)
+            return _map(ds, lambda path, label: (tf.io.read_file(path), label))
         spans = np.array([self.members[self.names[split][i]] for i in rows], np.int64).reshape(-1, 2)
         ds = tf.data.Dataset.from_tensor_slices((spans, labels))
         if shuffle_seed is not None:
@@ -389,7 +428,7 @@ class _FolderSource:
             data = tf.numpy_function(self._pread, [span[0], span[1]], tf.string, stateful=False)
             return tf.ensure_shape(data, []), label
 
-        return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        return _map(ds, read)
 
 
 def _source(data_config: Any):
@@ -464,16 +503,18 @@ def streaming_info(data_config: Any, *, stats_examples: int = DEFAULT_STATS_EXAM
 
 
 def _sample_images(source, size: int, count: int) -> np.ndarray:
-    """Up to ``count`` training images in the evaluation view, uint8 (N, S, S, C)."""
-    import tensorflow as tf
+    """Up to ``count`` training images in the evaluation view, uint8 (N, s, s, C).
+
+    ``s = min(size, STATS_IMAGE_SIZE)``: pixel statistics barely depend on the
+    resolution (a bilinear downscale without antialiasing samples pixels), and
+    the sample stays a few MB.
+    """
 
     if count < 1:
         raise ValueError(f"stats_examples must be >= 1, got {count}.")
+    size = min(size, STATS_IMAGE_SIZE)
     ds = source.dataset("train", 0, 1, shuffle_seed=None, limit=count)
-    ds = ds.map(
-        lambda encoded, label: host_augment.center_crop(encoded, size=size, channels=source.channels),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    ds = _map(ds, lambda encoded, label: host_augment.center_crop(encoded, size=size, channels=source.channels))
     images = [batch for batch in ds.batch(64).as_numpy_iterator()]
     if not images:
         raise ValueError(f"The training split of {source.name!r} is empty.")
@@ -531,7 +572,7 @@ def train_stream(
         )
         return {"image": image, "label": tf.cast(label, tf.int32)}
 
-    ds = ds.enumerate().map(view, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _map(ds.enumerate(), view)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_tf_options(tf)).as_numpy_iterator()
 
@@ -574,12 +615,12 @@ def _eval_batches(source, split, index, count, size, local_batch) -> Iterator[di
     import tensorflow as tf
 
     ds = source.dataset(split, index, count, shuffle_seed=None)
-    ds = ds.map(
+    ds = _map(
+        ds,
         lambda encoded, label: {
             "image": host_augment.center_crop(encoded, size=size, channels=source.channels),
             "label": tf.cast(label, tf.int32),
         },
-        num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_tf_options(tf)).as_numpy_iterator()
