@@ -79,6 +79,8 @@ PUBLISHED = {
     "dpn92": _entry(_IN, 20.73, 5.37, "Chen et al. 2017, Table 2 / authors' README (1 crop, 224)", gmacs=6.5),
     "dpn98": _entry(_IN, 20.15, 5.15, "Chen et al. 2017, Table 2 / authors' README (1 crop, 224)", gmacs=11.7),
     "dpn131": _entry(_IN, 19.93, 5.12, "Chen et al. 2017, Table 2 / authors' README (1 crop, 224)", gmacs=16.0),
+    "airbench94": _entry(_C10, 5.99, source="Jordan 2024 (94% on CIFAR-10 in 3.29 s), airbench94.py: mean of "
+                         "1,000 runs, ~10 epochs", note="flip + translate; multi-crop test-time augmentation"),
 }
 for _name in ("vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"):
     PUBLISHED[_name] = _entry(_IN, note="BatchNorm variant: not in the 2015 paper")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from flax import linen as nn
 
 from cnnjax.models import alexnet, densenet, dpn, preact_resnet, resnet, vgg
+from cnnjax.models.airbench import Airbench94
 from cnnjax.models.googlenet import GoogLeNet
 from cnnjax.models.lenet import LeNet5
 from cnnjax.models.lenet_original import LeNet5Original
@@ -34,6 +35,7 @@ _REGISTRY.update(
         "alexnet_original": alexnet.alexnet_original,
         "googlenet": GoogLeNet,
         "mlp": MLP,
+        "airbench94": Airbench94,
     }
 )
 for _family in (vgg, resnet, preact_resnet, densenet, dpn):
@@ -48,6 +50,7 @@ _CANONICAL_INPUT: dict[str, tuple[int, int, int]] = {
     "mlp": (28, 28, 1),
     # 227 makes the unpadded 11x11/4 stem of the 2012 paper come out at 55x55.
     "alexnet_original": (227, 227, 3),
+    "airbench94": _CIFAR,
 }
 
 # Nominal depth: weight layers on the longest input-output path, as each paper counts them.
@@ -62,6 +65,8 @@ _NOMINAL_DEPTH: dict[str, int] = {
     "dpn98": 98,
     "dpn131": 131,
     "densenet_bc100_k12": 100,
+    # Whitening conv, six 3x3 convs, the linear head.
+    "airbench94": 8,
 }
 
 

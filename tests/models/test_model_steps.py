@@ -34,6 +34,7 @@ CASES: dict[str, tuple[dict, tuple[int, int, int]]] = {
     "alexnet_original": (_TINY_ALEXNET, (96, 96, 3)),
     "googlenet": ({}, (32, 32, 3)),
     "densenet_bc100_k12": (dict(growth_rate=4, stem_features=8), (16, 16, 3)),
+    "airbench94": (dict(widths=(4, 8, 8)), (16, 16, 3)),
 }
 for _name in list_models():
     if _name.startswith("vgg"):
@@ -62,6 +63,7 @@ FAST_CASES: dict[str, tuple[str, dict, tuple[int, int, int]]] = {
     "preact_resnet11": ("preact_resnet164", dict(_TINY_PREACT, depth=11), (16, 16, 3)),
     "densenet_small": ("densenet121", dict(_TINY_DENSENET, block_sizes=(2, 1)), (16, 16, 3)),
     "dpn_small": ("dpn68", dict(_TINY_DPN, block_sizes=(2, 1)), (16, 16, 3)),
+    "airbench94_narrow": ("airbench94", *CASES["airbench94"]),
 }
 
 # Compile faster (no backend optimisation): the tests check behaviour, not speed.

@@ -51,6 +51,8 @@ REFERENCE_COUNTS: dict[str, tuple[int, int, str]] = {
     "resnet1202_cifar": (10, 19_421_274, "He et al. 2016 (19.4M)"),
     "preact_resnet164": (10, 1_703_258, "He et al. 2016b (1.7M)"),
     "preact_resnet1001": (10, 10_327_706, "He et al. 2016b (10.2M)"),
+    # Every tensor of the reference `make_net94` (airbench94.py), the frozen whitening weight and BN weights included.
+    "airbench94": (10, 1_972_792, "Jordan 2024, airbench94.py layer shapes"),
 }
 for _depth in (20, 32, 44, 56, 110, 1202):
     # Option-A shortcuts have no parameters, so a plain net counts the same.
