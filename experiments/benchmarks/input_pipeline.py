@@ -5,20 +5,24 @@
 Reads the CIFAR-10 training JPEGs (`../shared/data/cifar10-train-jpg.tar.gz`, or
 `--data_path`, a folder or archive laid out as `train/<class>/<image>`) through
 `cnnjax.data.streaming`, as an image folder and as a TFDS set built locally from
-the first `--tfds_examples` of the same JPEGs (bytes stored as they are), and times:
+`--tfds_examples` of the same JPEGs spread over all classes (bytes stored as they
+are), and times:
 
 * `train`: `train_stream` (shuffle, decode, random-resized crop, flip, batch) at
   `image_size` 224 (32x32 images upscaled: the decode is cheap, the resize and
   the batch bytes are ImageNet-sized) and 32;
 * `train+device`: the same through `prefetch_to_device` onto the default JAX
   device, each batch waited for;
-* `eval`: `eval_stream` (centre crop, padded batches) of the carved validation split.
+* `eval`: `eval_stream` (centre crop, masked batches), over the training split so
+  that one pass outlasts the timed batches.
 
-Each figure is images per second over `--batches` batches of `--batch_size`
-after `--warmup` batches (the tf.data autotuner settles in those), one process.
-The machine's load average is printed with the figures: on a shared machine
-they move with it. `--out` writes a JSON list of records with keys `source`,
-`mode`, `image_size`, `batch_size`, `images_per_s`, `seconds`, `load_avg`.
+Each measurement is images per second over `--batches` batches of `--batch_size`
+after `--warmup` batches (the tf.data autotuner settles in those), one process,
+a fresh stream each time. The cases take turns for `--repeats` rounds and the
+median is reported with the range, since on a shared machine the figures move
+with the load (its load average is printed too). `--out` writes a JSON list of
+records with keys `source`, `mode`, `image_size`, `batch_size`, `images_per_s`
+(median), `runs` (every measurement), `load_avg`.
 `--quick`: fewer batches and no TFDS build.
 """
 
@@ -37,6 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 
 from cnnjax.data import streaming  # noqa: E402
 from experiments.common import CIFAR_ARCHIVE  # noqa: E402
@@ -69,13 +74,9 @@ def build_tfds(archive: str, data_dir: str, count: int) -> None:
     import tensorflow_datasets as tfds
 
     with tarfile.open(archive, "r:*") as tar:
-        blobs = []
-        for member in tar:
-            parts = member.name.split("/")
-            if member.isfile() and member.name.endswith(".jpg") and "train" in parts:
-                blobs.append((tar.extractfile(member).read(), parts[-2]))
-                if len(blobs) == count:
-                    break
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
+        stride = max(1, len(members) // count)
+        blobs = [(tar.extractfile(m).read(), m.name.split("/")[-2]) for m in members[::stride][:count]]
     classes = sorted({label for _, label in blobs})
 
     class CifarJpegStream(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -125,11 +126,12 @@ def main():
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--tfds_examples", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.quick:
-        args.batches, args.warmup = 10, 3
+        args.batches, args.warmup, args.repeats = 10, 3, 1
     os.environ.setdefault("CNNJAX_CACHE_DIR", tempfile.mkdtemp(prefix="cnnjax-cache-"))
 
     configs = {"folder": lambda size: data_config(path=args.data_path, image_size=size)}
@@ -147,21 +149,26 @@ def main():
             name="cifar_jpeg_stream", data_dir=tfds_dir, image_size=size, train_split="train",
             validation_split="train[90%:]", test_split="train[90%:]")
 
-    records = []
     device = jax.devices()[0]
     print(f"{os.cpu_count()} CPUs, JAX device {device.platform}; batch {args.batch_size}, "
-          f"{args.batches} batches after {args.warmup}")
-    for source, make in configs.items():
-        for size in (224, 32):
-            config = make(size)
-            for mode in ("train", "train+device", "eval"):
-                batches, wait = stream(mode, config, args.batch_size)
-                images_per_s, seconds = rate(batches, args.batch_size, args.warmup, args.batches, wait)
-                load = os.getloadavg()[0]
-                records.append({"source": source, "mode": mode, "image_size": size, "batch_size": args.batch_size,
-                                "images_per_s": images_per_s, "seconds": seconds, "load_avg": load})
-                print(f"{source:7s} {mode:13s} {size:4d}px {images_per_s:9.0f} images/s "
-                      f"({seconds:5.1f} s; load average {load:.1f})", flush=True)
+          f"{args.batches} batches after {args.warmup}, {args.repeats} rounds")
+    cases = [(source, size, mode) for source in configs for size in (224, 32)
+             for mode in ("train", "train+device", "eval")]
+    runs = {case: [] for case in cases}
+    loads = []
+    for round_index in range(args.repeats):
+        for source, size, mode in cases:
+            batches, wait = stream(mode, configs[source](size), args.batch_size)
+            runs[(source, size, mode)].append(rate(batches, args.batch_size, args.warmup, args.batches, wait)[0])
+            loads.append(os.getloadavg()[0])
+        print(f"round {round_index + 1}/{args.repeats} done (load average {loads[-1]:.1f})", flush=True)
+    records = []
+    for (source, size, mode), values in runs.items():
+        median = float(np.median(values))
+        records.append({"source": source, "mode": mode, "image_size": size, "batch_size": args.batch_size,
+                        "images_per_s": median, "runs": values, "load_avg": [min(loads), max(loads)]})
+        print(f"{source:7s} {mode:13s} {size:4d}px {median:9.0f} images/s (runs {min(values):.0f}-{max(values):.0f})")
+    print(f"load average during the runs: {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(records, f, indent=1)
@@ -180,7 +187,7 @@ def stream(mode: str, config, batch_size: int):
 def _eval_passes(config, batch_size: int):
     """Evaluation passes one after another, so a short split still fills the timed batches."""
     while True:
-        yield from streaming.eval_stream(config, "validation", global_batch_size=batch_size, process_index=0,
+        yield from streaming.eval_stream(config, "train", global_batch_size=batch_size, process_index=0,
                                          process_count=1)
 
 
