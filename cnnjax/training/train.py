@@ -15,19 +15,24 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from cnnjax.data import pipeline
 from cnnjax.models import get_model
 from cnnjax.training import config as config_lib
 from cnnjax.training import sharding
 from cnnjax.training.checkpoint import Checkpointer
+from cnnjax.training.feeds import (  # noqa: F401 (eval_split, make_*: re-exported)
+    InMemoryFeed,
+    StreamingFeed,
+    eval_split,
+    make_eval_fn,
+    make_step_fn,
+    member_keys,
+)
 from cnnjax.training.optim import optimizer_from_config
-from cnnjax.training.state import TrainState, count_params, create_train_state
-from cnnjax.training.steps import eval_step, train_step
+from cnnjax.training.state import count_params, create_train_state
 from cnnjax.training.writers import MetricWriter, truncate_metrics, write_json
 
 
@@ -104,70 +109,6 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
     return get_model(config.model.name, num_classes, **config_lib.model_overrides(config))
 
 
-def evaluate(eval_fn, state: TrainState, split_arrays) -> dict[str, float]:
-    sums = jax.device_get(eval_fn(state, *split_arrays))
-    count = max(float(sums["count"]), 1.0)
-    return {"loss": float(sums["loss_sum"]) / count, "accuracy": float(sums["correct"]) / count}
-
-
-def eval_split(state: TrainState, images, labels, mask, mean, std, batch_sharding=None) -> dict[str, jax.Array]:
-    """Summed loss / correct / count over a split padded into [batches, batch, ...].
-
-    `batch_sharding` (data parallel) splits each batch over the devices.
-    """
-
-    def body(total, batch):
-        x, y, m = sharding.constrain_batch(batch, batch_sharding)
-        out = eval_step(state, {"image": pipeline.normalize(x, mean, std), "label": y, "mask": m})
-        return jax.tree_util.tree_map(jnp.add, total, out), None
-
-    zero = {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
-    total, _ = jax.lax.scan(body, zero, (images, labels, mask))
-    return total
-
-
-def make_eval_fn(mean, std, batch_sharding=None):
-    """Jitted evaluation of a whole padded split in one call."""
-    return jax.jit(
-        lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std, batch_sharding)
-    )
-
-
-def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """(init key, data-order key) of a run: both from `seed` unless `data_seed` is set."""
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
-    if data_seed is not None:
-        data_key = jax.random.fold_in(jax.random.PRNGKey(data_seed), 1)
-    return init_key, data_key
-
-
-def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None, batch_sharding=None):
-    """The training step on device-resident data, for one run or one member.
-
-    `step(state, data_key, images, labels, permutation, index)` gathers batch
-    `index` of the epoch order `permutation`, augments it with a key drawn from
-    (data_key, step), and applies `train_step` (with `monitor`, see
-    `cnnjax.training.steps.StepMonitor`). Populations vmap this function.
-    `batch_sharding` (data parallel, see `cnnjax.training.sharding`) splits the
-    batch over the mesh's `data` axis.
-    """
-    augment = config.data.augment
-
-    def step(state, data_key, images, labels, permutation, index, active=None):
-        key = jax.random.fold_in(data_key, state.step)
-        batch = pipeline.train_batch(
-            images, labels, permutation, index, key,
-            batch_size=config.batch_size, mean=mean, std=std,
-            crop_padding=augment.crop_padding, flip=augment.flip,
-        )
-        batch = sharding.constrain_batch(batch, batch_sharding)
-        if active is not None:
-            batch["active"] = active
-        return train_step(state, batch, monitor=monitor)
-
-    return step
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -214,15 +155,20 @@ def train_and_evaluate(
         )
     # Process 0 writes the outputs; every process trains and joins checkpoints.
     primary = jax.process_index() == 0
-    if dataset is None:
-        from cnnjax.data import load_dataset
-
-        dataset = load_dataset(config.data)
-    config_lib.validate_against_data(config, dataset.train.num_examples)
+    feed = None
+    if config.data.streaming:
+        # Sizes and statistics only; each process streams its own share later.
+        feed_info = StreamingFeed(config, mesh, start_step=0)
+        num_train, num_classes, image_shape = feed_info.num_train_examples, feed_info.num_classes, feed_info.image_shape
+    else:
+        if dataset is None:
+            dataset = _load_dataset_once(config)
+        num_train, num_classes, image_shape = dataset.train.num_examples, dataset.num_classes, dataset.image_shape
+    config_lib.validate_against_data(config, num_train)
     check_workdir(config, workdir, allow_config_change)
-    model = build_model(config, dataset.num_classes)
+    model = build_model(config, num_classes)
 
-    steps_per_epoch = dataset.train.num_examples // config.batch_size
+    steps_per_epoch = num_train // config.batch_size
     total_steps = steps_per_epoch * config.num_epochs
     tx = optimizer_from_config(config, steps_per_epoch, total_steps)
     init_key, data_key = member_keys(config.seed, config.get("data_seed"))
@@ -230,7 +176,7 @@ def train_and_evaluate(
         model,
         tx,
         init_key,
-        dataset.image_shape,
+        tuple(image_shape),
         l2=config.loss.l2,
         l1=config.loss.l1,
         label_smoothing=config.loss.label_smoothing,
@@ -239,8 +185,6 @@ def train_and_evaluate(
     num_params = count_params(state.params)
     # Replicated over the mesh before a restore, so the checkpoint lands in place.
     state = sharding.replicate(state, mesh)
-    data_key = sharding.replicate(data_key, mesh)
-    batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)
 
     if primary:
         os.makedirs(workdir, exist_ok=True)
@@ -254,29 +198,16 @@ def train_and_evaluate(
         write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
     writer = MetricWriter(workdir, tensorboard=config.tensorboard) if primary else _NullWriter()
 
-    # Host constants (not device arrays), so the steps compile for any mesh.
-    mean, std = np.asarray(dataset.mean, np.float32), np.asarray(dataset.std, np.float32)
-    train_images = sharding.replicate(dataset.train.images, mesh)
-    train_labels = sharding.replicate(dataset.train.labels, mesh)
-    eval_fn = make_eval_fn(mean, std, batch_sharding)
-    # Evaluation batches split evenly over the mesh too.
-    eval_batch_size = config.eval_batch_size if mesh is None else -(-config.eval_batch_size // mesh.size) * mesh.size
-    eval_splits = {
-        name: sharding.replicate(pipeline.pad_for_eval(split.images, split.labels, eval_batch_size), mesh)
-        for name, split in (("val", dataset.validation), ("eval", dataset.test))
-        if split is not None and split.num_examples > 0
-    }
-    jit_step = jax.jit(make_step_fn(config, mean, std, batch_sharding=batch_sharding), donate_argnums=0)
+    if config.data.streaming:
+        feed = StreamingFeed(config, mesh, start_step=int(state.step))
+    else:
+        feed = InMemoryFeed(config, dataset, mesh, sharding.replicate(data_key, mesh))
+    jit_step = feed.make_step()
     if monitor is not None:
-        jit_monitored = jax.jit(
-            make_step_fn(config, mean, std, monitor.step_monitor, batch_sharding=batch_sharding), donate_argnums=0
-        )
+        jit_monitored = feed.make_step(monitor.step_monitor)
         monitor.start(state, total_steps)
     monitored: list[tuple[int, dict[str, jax.Array]]] = []
     monitor_stop: str | None = None
-    jit_permutation = jax.jit(
-        pipeline.epoch_permutation, static_argnums=2, out_shardings=None if mesh is None else sharding.replicated(mesh)
-    )
 
     step = int(state.step)
     last_finite: dict[str, float] = {}
@@ -331,19 +262,15 @@ def train_and_evaluate(
     bar = _progress(total_steps, step, config.progress_bar and primary)
     try:
         with _StopRequest() as stop:
-            permutation, permutation_epoch = None, -1
             while step < total_steps:
-                epoch, index = divmod(step, steps_per_epoch)
-                if epoch != permutation_epoch:
-                    permutation = jit_permutation(data_key, epoch, dataset.train.num_examples)
-                    permutation_epoch = epoch
+                args = feed.step_args(step)
                 t0 = time.time()
                 if monitor is not None and step % monitor.every == 0:
-                    state, metrics = jit_monitored(state, data_key, train_images, train_labels, permutation, index)
+                    state, metrics = jit_monitored(state, *args)
                     metrics = dict(metrics)
                     monitored.append((step + 1, {k: metrics.pop(k) for k in list(metrics) if k.startswith("monitor/")}))
                 else:
-                    state, metrics = jit_step(state, data_key, train_images, train_labels, permutation, index)
+                    state, metrics = jit_step(state, *args)
                 if compile_s is None:  # the first call compiles
                     jax.block_until_ready(metrics)
                     compile_s = time.time() - t0
@@ -355,9 +282,9 @@ def train_and_evaluate(
                     flush(step)
                 if monitor_stop and not stopping:
                     stopping = True
-                if eval_every_steps and step % eval_every_steps == 0 and step < total_steps and "val" in eval_splits:
+                if eval_every_steps and step % eval_every_steps == 0 and step < total_steps and "val" in feed.eval_splits:
                     flush(step)
-                    val = evaluate(eval_fn, state, eval_splits["val"])
+                    val = feed.evaluate(state, "val")
                     writer.write(step, {f"val/{k}": v for k, v in val.items()})
                     if monitor is not None:
                         writer.write(step, monitor.evaluate(step, val))
@@ -385,7 +312,7 @@ def train_and_evaluate(
             "epochs": step / steps_per_epoch,
             "num_params": num_params,
             "model": config.model.name,
-            "dataset": dataset.name,
+            "dataset": feed.name,
         }
         if compile_s is not None:
             summary["compile_s"] = compile_s
@@ -394,8 +321,8 @@ def train_and_evaluate(
             return summary
         checkpointer.save(state)
         summary.update(last_means or _previous_train_metrics(workdir))
-        for name, arrays in eval_splits.items():
-            result = evaluate(eval_fn, state, arrays)
+        for name in feed.eval_splits:
+            result = feed.evaluate(state, name)
             summary.update({f"{name}/{k}": v for k, v in result.items()})
         writer.write(step, {k: v for k, v in summary.items() if k.startswith(("val/", "eval/"))})
         if monitor is not None:
@@ -408,6 +335,27 @@ def train_and_evaluate(
         bar.close()
         writer.close()
         checkpointer.close()
+        if feed is not None:
+            feed.close()
+
+
+def _load_dataset_once(config: ml_collections.ConfigDict):
+    """Loads the data set; with several processes, process 0 prepares it first.
+
+    (TFDS preparation is not safe to run from two processes into one data_dir.)
+    """
+    from cnnjax.data import load_dataset
+
+    if jax.process_count() == 1:
+        return load_dataset(config.data)
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        dataset = load_dataset(config.data)
+        multihost_utils.sync_global_devices("cnnjax: data set prepared")
+        return dataset
+    multihost_utils.sync_global_devices("cnnjax: data set prepared")
+    return load_dataset(config.data)
 
 
 class _NullWriter:

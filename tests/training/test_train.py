@@ -140,3 +140,44 @@ def test_trains_a_few_steps_on_the_cifar10_image_folder(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path))
     assert summary["steps"] == 8 and summary["dataset"] == "image_folder"
     assert 0.0 <= summary["eval/accuracy"] <= 1.0 and np.isfinite(summary["train/loss"])
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    """Two classes of noisy JPEGs (dark / light), 40x48 pixels, train and test splits."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "light")):
+        for split, count in (("train", 32), ("test", 8)):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.normal(60 + 130 * label, 30, (40, 48, 3)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.jpg")
+    return str(root)
+
+
+def test_streaming_run_trains_evaluates_and_resumes(jpeg_folder, tmp_path):
+    from cnnjax.training.config import base_config
+
+    config = base_config()
+    config.data.name = "image_folder"
+    config.data.path = jpeg_folder
+    config.data.streaming = True
+    config.data.image_size = 32
+    config.data.augment.flip = True
+    config.model.name = "lenet5"
+    config.batch_size, config.num_epochs, config.eval_batch_size = 8, 3, 16
+    config.optimizer.name, config.optimizer.momentum, config.optimizer.learning_rate = "momentum", 0.9, 0.02
+    config.progress_bar, config.tensorboard, config.log_every_steps = False, False, 2
+
+    stopped = train_and_evaluate(config, str(tmp_path), stop_after_steps=5)
+    assert stopped["status"] == "interrupted" and stopped["steps"] == 5
+    summary = train_and_evaluate(config, str(tmp_path))
+    # 64 training images, 10% carved off for validation: 56 -> 7 steps per epoch.
+    assert summary["status"] == "completed" and summary["steps"] == 21
+    assert summary["dataset"] == "image_folder"
+    assert summary["val/accuracy"] >= 0.8 and summary["eval/accuracy"] >= 0.8
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl") if "train/loss" in line]
+    assert steps == sorted(set(steps)) and steps[-1] == 21

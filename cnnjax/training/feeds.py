@@ -1,0 +1,213 @@
+"""Where a run's batches come from: device-resident data or a stream.
+
+`InMemoryFeed` keeps the whole (small) data set on the devices and gathers and
+augments each batch inside the step (`make_step_fn`, the step populations vmap).
+`StreamingFeed` reads data too large for memory with tf.data
+(`cnnjax.data.streaming`): each process decodes and augments its own share on
+the host and the step receives the batch. Both give `train_and_evaluate` the
+same interface: sizes, the jitted step, the step's arguments at a global step,
+and evaluation of the held-out splits.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax.data import pipeline
+from cnnjax.training import sharding
+from cnnjax.training.state import TrainState
+from cnnjax.training.steps import eval_step, train_step
+
+# Held-out splits and the metric prefix each is logged under.
+EVAL_SPLITS = (("val", "validation"), ("eval", "test"))
+
+
+def eval_split(state: TrainState, images, labels, mask, mean, std, batch_sharding=None) -> dict[str, jax.Array]:
+    """Summed loss / correct / count over a split padded into [batches, batch, ...].
+
+    `batch_sharding` (data parallel) splits each batch over the devices.
+    """
+
+    def body(total, batch):
+        x, y, m = sharding.constrain_batch(batch, batch_sharding)
+        out = eval_step(state, {"image": pipeline.normalize(x, mean, std), "label": y, "mask": m})
+        return jax.tree_util.tree_map(jnp.add, total, out), None
+
+    zero = {"loss_sum": jnp.zeros(()), "correct": jnp.zeros(()), "count": jnp.zeros(())}
+    total, _ = jax.lax.scan(body, zero, (images, labels, mask))
+    return total
+
+
+def make_eval_fn(mean, std, batch_sharding=None):
+    """Jitted evaluation of a whole padded split in one call."""
+    return jax.jit(
+        lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std, batch_sharding)
+    )
+
+
+def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """(init key, data-order key) of a run: both from `seed` unless `data_seed` is set."""
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+    if data_seed is not None:
+        data_key = jax.random.fold_in(jax.random.PRNGKey(data_seed), 1)
+    return init_key, data_key
+
+
+def make_step_fn(config: ml_collections.ConfigDict, mean, std, monitor=None, batch_sharding=None):
+    """The training step on device-resident data, for one run or one member.
+
+    `step(state, data_key, images, labels, permutation, index)` gathers batch
+    `index` of the epoch order `permutation`, augments it with a key drawn from
+    (data_key, step), and applies `train_step` (with `monitor`, see
+    `cnnjax.training.steps.StepMonitor`). Populations vmap this function.
+    `batch_sharding` (data parallel, see `cnnjax.training.sharding`) splits the
+    batch over the mesh's `data` axis.
+    """
+    augment = config.data.augment
+
+    def step(state, data_key, images, labels, permutation, index, active=None):
+        key = jax.random.fold_in(data_key, state.step)
+        batch = pipeline.train_batch(
+            images, labels, permutation, index, key,
+            batch_size=config.batch_size, mean=mean, std=std,
+            crop_padding=augment.crop_padding, flip=augment.flip,
+        )
+        batch = sharding.constrain_batch(batch, batch_sharding)
+        if active is not None:
+            batch["active"] = active
+        return train_step(state, batch, monitor=monitor)
+
+    return step
+
+
+def make_batch_step_fn(mean, std, monitor=None, batch_sharding=None):
+    """The training step on a batch that arrives from the host (streaming input).
+
+    `step(state, batch)` normalises the uint8 images on the device and applies
+    `train_step`; the augmentation was done on the host.
+    """
+
+    def step(state, batch):
+        batch = sharding.constrain_batch(batch, batch_sharding)
+        images = pipeline.normalize(batch["image"], mean, std)
+        return train_step(state, {"image": images, "label": batch["label"]}, monitor=monitor)
+
+    return step
+
+
+def _summed_metrics(sums) -> dict[str, float]:
+    sums = jax.device_get(sums)
+    count = max(float(sums["count"]), 1.0)
+    return {"loss": float(sums["loss_sum"]) / count, "accuracy": float(sums["correct"]) / count}
+
+
+class InMemoryFeed:
+    """A loaded `cnnjax.data.Dataset`, replicated on every device of the mesh."""
+
+    def __init__(self, config: ml_collections.ConfigDict, dataset, mesh, data_key: jax.Array):
+        self.config, self.mesh, self.data_key = config, mesh, data_key
+        self.name = dataset.name
+        self.num_classes = dataset.num_classes
+        self.image_shape = tuple(dataset.image_shape)
+        self.num_train_examples = dataset.train.num_examples
+        # Host constants (not device arrays), so the steps compile for any mesh.
+        self.mean = np.asarray(dataset.mean, np.float32)
+        self.std = np.asarray(dataset.std, np.float32)
+        self.batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+        self.images = sharding.replicate(dataset.train.images, mesh)
+        self.labels = sharding.replicate(dataset.train.labels, mesh)
+        # Evaluation batches split evenly over the mesh too.
+        eval_batch = config.eval_batch_size if mesh is None else -(-config.eval_batch_size // mesh.size) * mesh.size
+        self.eval_splits = {
+            name: sharding.replicate(pipeline.pad_for_eval(split.images, split.labels, eval_batch), mesh)
+            for name, split in (("val", dataset.validation), ("eval", dataset.test))
+            if split is not None and split.num_examples > 0
+        }
+        self._eval_fn = make_eval_fn(self.mean, self.std, self.batch_sharding)
+        self._permutation = jax.jit(
+            pipeline.epoch_permutation, static_argnums=2,
+            out_shardings=None if mesh is None else sharding.replicated(mesh),
+        )
+        self._epoch, self._order = -1, None
+
+    def make_step(self, monitor=None):
+        step = make_step_fn(self.config, self.mean, self.std, monitor, batch_sharding=self.batch_sharding)
+        return jax.jit(step, donate_argnums=0)
+
+    def step_args(self, step: int) -> tuple:
+        epoch, index = divmod(step, self.num_train_examples // self.config.batch_size)
+        if epoch != self._epoch:
+            self._order, self._epoch = self._permutation(self.data_key, epoch, self.num_train_examples), epoch
+        return self.data_key, self.images, self.labels, self._order, index
+
+    def evaluate(self, state: TrainState, name: str) -> dict[str, float]:
+        return _summed_metrics(self._eval_fn(state, *self.eval_splits[name]))
+
+    def close(self) -> None:
+        pass
+
+
+class StreamingFeed:
+    """Batches streamed by tf.data (`cnnjax.data.streaming`), prefetched to the devices.
+
+    Each process reads its own share of the files; with a mesh, the processes'
+    rows form one global batch split over `data`. A resumed run starts a new
+    shuffle (the stream is keyed by the seed and the resume step), so it is not
+    bitwise the uninterrupted run, unlike `InMemoryFeed`.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh, start_step: int):
+        from cnnjax.data import streaming
+
+        self._streaming = streaming
+        self.config, self.mesh = config, mesh
+        info = streaming.streaming_info(config.data)
+        self.name = info.name
+        self.num_classes = info.num_classes
+        self.image_shape = tuple(info.image_shape)
+        self.num_train_examples = info.num_train_examples
+        self.mean, self.std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
+        self.batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+        self.eval_splits = {
+            name: split for name, split in EVAL_SPLITS if info.num_eval_examples.get(split, 0) > 0
+        }
+        self.eval_batch_size = (
+            config.eval_batch_size if mesh is None else -(-config.eval_batch_size // mesh.size) * mesh.size
+        )
+        self._start_step = start_step
+        self._batches = None
+        self._eval_fn = jax.jit(self._eval_batch)
+
+    def _eval_batch(self, state, batch):
+        batch = sharding.constrain_batch(batch, self.batch_sharding)
+        images = pipeline.normalize(batch["image"], self.mean, self.std)
+        return eval_step(state, {"image": images, "label": batch["label"], "mask": batch["mask"]})
+
+    def make_step(self, monitor=None):
+        step = make_batch_step_fn(self.mean, self.std, monitor, batch_sharding=self.batch_sharding)
+        return jax.jit(step, donate_argnums=0)
+
+    def step_args(self, step: int) -> tuple:
+        if self._batches is None:
+            seed = (self.config.seed + 1_000_003 * self._start_step) % 2**31
+            stream = self._streaming.train_stream(self.config.data, global_batch_size=self.config.batch_size,
+                                                  seed=seed)
+            self._batches = self._streaming.prefetch_to_device(stream, self.config.data.prefetch_batches,
+                                                               self.batch_sharding)
+        return (next(self._batches),)
+
+    def evaluate(self, state: TrainState, name: str) -> dict[str, float]:
+        stream = self._streaming.eval_stream(self.config.data, self.eval_splits[name],
+                                             global_batch_size=self.eval_batch_size)
+        total = None
+        for batch in self._streaming.prefetch_to_device(stream, self.config.data.prefetch_batches,
+                                                        self.batch_sharding):
+            sums = self._eval_fn(state, batch)
+            total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
+        return _summed_metrics(total)
+
+    def close(self) -> None:
+        self._batches = None
