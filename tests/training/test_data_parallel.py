@@ -44,6 +44,7 @@ def test_eight_device_step_equals_one_device_step_with_synchronised_batch_norm()
     assert result["local_stats_diff"] > 1e-2
 
 
+@pytest.mark.slow  # the loop on a mesh is also covered by the two-process test below
 def test_training_run_on_eight_devices_equals_one_device(tmp_path):
     result = _worker("run", str(tmp_path / "tfds"), str(tmp_path))
     one, eight = result["1"], result["8"]
