@@ -663,31 +663,30 @@ def prefetch_to_device(
 
     Transfers are asynchronous, so while the step runs on batch ``t`` the
     batches ``t+1 .. t+size`` are being copied. Each batch is a pytree of host
-    arrays (this process's share). With a ``sharding`` whose mesh spans
-    several processes, every leaf becomes one global array through
-    ``jax.make_array_from_process_local_data`` (the process-local rows are
-    this process's part of the global batch); with a sharding local to this
-    process, ``jax.device_put(batch, sharding)``; without one, the default
-    device.
+    arrays holding this process's share. With a ``sharding`` every leaf becomes
+    one global ``jax.Array`` through ``jax.make_array_from_process_local_data``:
+    on one process that is a plain placement, on several the process-local
+    rows are this process's part of the global batch (leading axis), so the
+    same call serves both. Without a sharding, ``jax.device_put`` to the
+    default device.
 
     Args:
       iterator: Host batches (e.g. :func:`train_stream`).
       size: Batches kept on the device ahead of use (``data.prefetch_batches``).
-      sharding: Optional ``jax.sharding.Sharding`` for every leaf.
+      sharding: Optional ``jax.sharding.Sharding`` for every leaf, e.g. a
+        ``NamedSharding`` splitting the batch axis over a data mesh.
 
     Yields:
       The same batches as ``jax.Array`` pytrees, in order.
     """
     if size < 1:
         raise ValueError(f"prefetch size must be >= 1, got {size}.")
-    if sharding is not None and not sharding.is_fully_addressable:
-
-        def put(batch):
-            return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    if sharding is None:
+        put = jax.device_put
     else:
 
         def put(batch):
-            return jax.device_put(batch, sharding)
+            return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
     source = iter(iterator)
     queue: collections.deque = collections.deque(put(batch) for batch in itertools.islice(source, size))

@@ -218,11 +218,19 @@ def test_random_resized_crop_varies_and_flips():
 
 def test_prefetch_to_device_keeps_order():
     batches = [{"image": np.full((2, 3), i, np.uint8), "label": np.array([i, i], np.int32)} for i in range(5)]
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     for shard in (None, sharding):
-        out = list(streaming.prefetch_to_device(iter(batches), 2, shard))
+        pulled = []
+        source = (pulled.append(i) or batch for i, batch in enumerate(batches))
+        stream = streaming.prefetch_to_device(source, 3, shard)
+        first = next(stream)
+        assert len(pulled) == 3  # Three batches sent ahead before the first is used.
+        out = [first, *stream]
         assert [int(b["label"][0]) for b in out] == list(range(5))
         assert all(isinstance(b["image"], jax.Array) and b["image"].dtype == np.uint8 for b in out)
+        if shard is not None:
+            assert all(b["image"].sharding == sharding for b in out)
     with pytest.raises(ValueError, match="prefetch size"):
         next(streaming.prefetch_to_device(iter(batches), 0))
 
