@@ -18,8 +18,8 @@ Timing. Every program is compiled before the clock starts
 over what the reference times: fitting the whitening layer, the training
 epochs and the final test-time-augmented evaluation, each ended with
 `block_until_ready`. Per-epoch evaluations (without TTA by default) are
-taken outside the clock; decoding the JPEGs, the host-to-device copy and
-parameter init are outside it too (`data_load_s`, reported). Time to target:
+taken outside the clock, and so are decoding the JPEGs with the copy to the
+device (`data_load_s`, reported) and parameter init. Time to target:
 the clock at the first evaluation at or above `target_accuracy` (an epoch
 end, or the final TTA evaluation with its own time included);
 `..._with_compile_s` adds `compile_s`. `--runs=N` repeats the run with seeds
