@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +97,32 @@ def test_incomplete_coordinator_flags_are_a_usage_error(tmp_path):
     assert result.returncode != 0
     assert "--coordinator_address, --num_processes and --process_id go together" in result.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_two_process_streaming_run_reads_per_process_shares(tmp_path):
+    """Each process streams its own half of the files; together they train one model."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "light")):
+        for split, count in (("train", 32), ("test", 8)):
+            os.makedirs(tmp_path / "folder" / split / name)
+            for i in range(count):
+                pixels = rng.normal(60 + 130 * label, 30, (40, 48, 3)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "folder" / split / name / f"{i}.jpg")
+    port = str(_free_port())
+    worker = str(Path(__file__).with_name("multihost_stream_worker.py"))
+    procs = [subprocess.Popen([sys.executable, worker, str(rank), port, str(tmp_path / "folder"),
+                               str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=_env())
+             for rank in (0, 1)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    results = []
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-3000:]
+        results.append(json.loads([ln for ln in output.splitlines() if ln.startswith("RESULT ")][-1][7:]))
+    assert results[0]["devices"] == 2
+    assert results[0]["steps"] == results[1]["steps"] == 14  # 56 training images, batch 8, 2 epochs
+    assert results[0]["eval/loss"] == results[1]["eval/loss"], "both processes hold the same replicated model"
+    assert results[0]["eval/accuracy"] >= 0.8
