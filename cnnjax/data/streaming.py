@@ -47,7 +47,10 @@ per-channel mean and std for RGB sets whose TFDS name starts with
 ``imagenet`` (and ``imagenette``, ``imagewang``); otherwise an estimate from
 a bounded sample of the training split (``stats_examples`` images, the first
 ones of a TFDS split, a seeded class-stratified choice of a folder's files),
-taken on the evaluation view. Never a full pass over the data.
+taken on the evaluation view at 64 px. Never a full pass over the data. Both
+are float32 ``(1, 1, C)`` in the [0, 1] pixel scale, because
+:func:`cnnjax.data.pipeline.normalize` computes ``(x / 255 - mean) / std``
+(the convention of the in-memory :class:`cnnjax.data.Dataset` too).
 
 **Tarballs.** Random access needs an uncompressed archive: a ``.tar`` is read
 in place; a compressed one (``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``)
