@@ -132,7 +132,8 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.batches, args.warmup, args.repeats = 10, 3, 1
-    os.environ.setdefault("CNNJAX_CACHE_DIR", tempfile.mkdtemp(prefix="cnnjax-cache-"))
+    scratch = tempfile.TemporaryDirectory(prefix="cnnjax-input-pipeline-")  # removed at exit
+    os.environ.setdefault("CNNJAX_CACHE_DIR", os.path.join(scratch.name, "cache"))
 
     configs = {"folder": lambda size: data_config(path=args.data_path, image_size=size)}
     start = time.perf_counter()
@@ -141,7 +142,7 @@ def main():
           f"validation images, listing + statistics {time.perf_counter() - start:.1f} s "
           f"(a compressed archive is decompressed once into {os.environ['CNNJAX_CACHE_DIR']})")
     if not args.quick:
-        tfds_dir = tempfile.mkdtemp(prefix="cnnjax-tfds-")
+        tfds_dir = os.path.join(scratch.name, "tfds")
         start = time.perf_counter()
         build_tfds(args.data_path, tfds_dir, args.tfds_examples)
         print(f"TFDS set of {args.tfds_examples} JPEGs built in {time.perf_counter() - start:.1f} s")
