@@ -5,6 +5,7 @@ Every choice here is selected by a string so that configs can name it.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -28,6 +29,8 @@ INIT_CHOICES = (
 ACTIVATION_CHOICES = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu")
 
 POOLING_CHOICES = ("max", "avg", "stochastic")
+
+MAX_POOL_IMPL_CHOICES = ("auto", "xla", "tiles")
 
 
 def get_init(name: str, scale: float = 1.0) -> Initializer:
@@ -127,12 +130,66 @@ def pool(
     """
     stride = window if stride is None else stride
     if kind == "max":
-        return nn.max_pool(x, (window, window), (stride, stride), padding)
+        return max_pool(x, window, stride, padding)
     if kind == "avg":
         return nn.avg_pool(x, (window, window), (stride, stride), padding)
     if kind == "stochastic":
         return StochasticPool(window, stride, padding)(x, train=train)
     raise ValueError(f"Unknown pooling {kind!r}; valid choices: {', '.join(POOLING_CHOICES)}")
+
+
+def max_pool(x: jax.Array, window: int, stride: int | None = None, padding: Any = "VALID",
+             impl: str = "auto") -> jax.Array:
+    """Max pooling over NHWC input, equal to `nn.max_pool` in values and gradients.
+
+    `impl`: `xla` (`nn.max_pool`: reduce-window, select-and-scatter gradient),
+    `tiles` (non-overlapping windows only: the maximum of the window's strided
+    slices, and a gradient that routes each window's cotangent to its first
+    maximal element, as select-and-scatter does, from a small int8 index saved in
+    the forward pass), or `auto` (`tiles` on CPU where it applies, else `xla`).
+    On CPU `tiles` is several times faster: XLA lowers the reduce-window
+    gradient to a scatter with index arrays the size of the input.
+    """
+    stride = window if stride is None else stride
+    if impl not in MAX_POOL_IMPL_CHOICES:
+        raise ValueError(f"Unknown max-pool impl {impl!r}; valid choices: {', '.join(MAX_POOL_IMPL_CHOICES)}")
+    tiles_apply = stride == window and padding == "VALID" and x.ndim == 4
+    if impl == "auto":
+        impl = "tiles" if tiles_apply and jax.default_backend() == "cpu" else "xla"
+    if impl == "xla":
+        return nn.max_pool(x, (window, window), (stride, stride), padding)
+    if not tiles_apply:
+        raise ValueError("max_pool impl 'tiles' needs stride == window, VALID padding and NHWC input")
+    out_h, out_w = x.shape[1] // window, x.shape[2] // window
+    # VALID drops the last rows/columns that do not fill a window; their gradient is zero.
+    return _max_pool_tiles(x[:, : out_h * window, : out_w * window], window)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_tiles(x: jax.Array, window: int) -> jax.Array:
+    return _max_pool_tiles_fwd(x, window)[0]
+
+
+def _max_pool_tiles_fwd(x: jax.Array, window: int):
+    corners = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
+    pooled = functools.reduce(jnp.maximum, corners)
+    index_dtype = jnp.int8 if window * window <= 127 else jnp.int32
+    # Row-major index of the first element equal to the maximum (ties go to the first).
+    first = jnp.full(pooled.shape, window * window - 1, index_dtype)
+    for index in range(window * window - 2, -1, -1):
+        first = jnp.where(corners[index] == pooled, jnp.asarray(index, index_dtype), first)
+    return pooled, first
+
+
+def _max_pool_tiles_bwd(window: int, first: jax.Array, cotangent: jax.Array):
+    batch, height, width, channels = cotangent.shape
+    position = window * jnp.arange(window)[:, None] + jnp.arange(window)[None, :]
+    chosen = first[:, :, None, :, None, :] == position.astype(first.dtype)[None, None, :, None, :, None]
+    grad = jnp.where(chosen, cotangent[:, :, None, :, None, :], jnp.zeros((), cotangent.dtype))
+    return (grad.reshape(batch, height * window, width * window, channels),)
+
+
+_max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
 
 
 def _window_stack(x: jax.Array, window: int, stride: int, padding: Any) -> jax.Array:
@@ -315,17 +372,83 @@ class Dropout(nn.Module):
         return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
 
 
-CONV_IMPL_CHOICES = ("auto", "xla", "im2col")
+CONV_IMPL_CHOICES = ("auto", "xla", "im2col", "banded")
+
+# `banded` multiplies by a matrix with one copy of the kernel per output column,
+# so it does (padded width / kernel width) times the multiply-adds of im2col in
+# exchange for reading each input row once instead of once per kernel column.
+# That pays on CPU for convolutions with few input channels on narrow maps
+# (LeNet's 5x5 convolutions), where im2col's patch matrix, not the arithmetic,
+# is the cost; the limits below keep it to such layers.
+BANDED_MAX_WIDTH_RATIO = 8  # padded input width / kernel width
+BANDED_MAX_ROW_FEATURES = 32  # kernel width * input channels
+BANDED_MAX_MATRIX_SIZE = 1 << 20  # elements of the banded matrix
 
 
-def _resolve_impl(impl: str) -> str:
+def _conv_pads(x_shape, kernel_shape, strides, padding) -> list[tuple[int, int]]:
+    if isinstance(padding, str):
+        return [tuple(p) for p in jax.lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], strides, padding)]
+    return [tuple(p) for p in padding]
+
+
+def banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count: int = 1) -> bool:
+    """Whether `auto` lowers this convolution to `banded_conv` on CPU (see `BANDED_*`)."""
+    kh, kw, cin, cout = kernel_shape
+    if tuple(strides) != (1, 1) or feature_group_count != 1 or kw == 1:
+        return False
+    pads = _conv_pads(x_shape, kernel_shape, (1, 1), padding)
+    width = x_shape[2] + sum(pads[1])
+    out_w = width - kw + 1
+    return (out_w > 0 and width <= BANDED_MAX_WIDTH_RATIO * kw and kw * cin <= BANDED_MAX_ROW_FEATURES
+            and kh * width * cin * out_w * cout <= BANDED_MAX_MATRIX_SIZE)
+
+
+def _resolve_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
+                  feature_group_count: int = 1) -> str:
     if impl not in CONV_IMPL_CHOICES:
         raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
     if impl == "auto":
         # XLA's CPU convolutions (and their vmapped, grouped form) are slow; a
-        # matmul over shifted slices is faster there. Accelerators keep cuDNN/XLA.
-        return "im2col" if jax.default_backend() == "cpu" else "xla"
+        # matmul over shifted slices is faster there, and for small layers a
+        # banded matmul faster still. Accelerators keep cuDNN/XLA.
+        if jax.default_backend() != "cpu":
+            return "xla"
+        if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count):
+            return "banded"
+        return "im2col"
     return impl
+
+
+def banded_matrix(kernel: jax.Array, width: int) -> jax.Array:
+    """The HWIO `kernel` as a (kh * width * c_in, out_w * c_out) banded matrix.
+
+    Entry ((i, w, c), (o, d)) is `kernel[i, w - o, c, d]` where 0 <= w - o < kw
+    and zero elsewhere: column block o holds the kernel shifted to output column o.
+    """
+    kh, kw, cin, cout = kernel.shape
+    out_w = width - kw + 1
+    shifted = [jnp.pad(kernel, ((0, 0), (o, width - kw - o), (0, 0), (0, 0))) for o in range(out_w)]
+    return jnp.stack(shifted, axis=3).reshape(kh * width * cin, out_w * cout)
+
+
+def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any) -> jax.Array:
+    """Stride-1 2-D convolution as one matmul of input rows by `banded_matrix(kernel)`.
+
+    Equals `lax.conv_general_dilated` (stride 1, no dilation, one group) on NHWC
+    input and an HWIO kernel. Each output row (b, y) is the kh input rows
+    y..y+kh-1, flattened and laid side by side, times the banded matrix, so the
+    matmul's left operand is kh times the input rather than im2col's kh * kw.
+    """
+    kh, kw, cin, cout = kernel.shape
+    pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    batch, height, width, _ = x.shape
+    out_h, out_w = height - kh + 1, width - kw + 1
+    # Stacking on a new axis (not concatenating along channels) lets XLA write the
+    # rows in one fused loop.
+    rows = jnp.stack([x[:, i : i + out_h] for i in range(kh)], axis=2)
+    rows = rows.reshape(batch * out_h, kh * width * cin)
+    return (rows @ banded_matrix(kernel, width)).reshape(batch, out_h, out_w, cout)
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
@@ -360,9 +483,12 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddi
 class Conv(nn.Module):
     """A drop-in for `nn.Conv` (same `kernel`/`bias` parameters) with a choice of lowering.
 
-    `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), or `auto`
-    (im2col on CPU, xla on accelerators). Parameters and results are the same
-    either way, so the choice is purely about speed.
+    `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), `banded`
+    (input rows times a banded matrix made from the kernel, `banded_conv`; a
+    strided or grouped convolution falls back to im2col or xla), or `auto`: on
+    CPU `banded` where `banded_applies` (few input channels, narrow maps) and
+    `im2col` elsewhere, on accelerators `xla`. Parameters and results are the
+    same either way, so the choice is purely about speed.
     """
 
     features: int
@@ -381,8 +507,10 @@ class Conv(nn.Module):
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.feature_group_count, self.features))
         strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
-        impl = _resolve_impl(self.impl)
-        if impl == "im2col" and self.feature_group_count == 1:
+        impl = _resolve_impl(self.impl, x.shape, kernel.shape, strides, self.padding, self.feature_group_count)
+        if impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
+            y = banded_conv(x, kernel.astype(x.dtype), self.padding)
+        elif impl in ("im2col", "banded") and self.feature_group_count == 1:
             y = im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
         else:
             y = jax.lax.conv_general_dilated(

@@ -1,11 +1,27 @@
-"""The im2col lowering of `layers.Conv` equals XLA's convolution (values and gradients)."""
+"""The lowerings of `layers.Conv` (im2col, banded) and of max pooling (tiles) equal XLA's, values and gradients."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from cnnjax.models import get_model, layers
+
+
+def _outputs_and_grads(slow, fast, x):
+    """One compiled program: both modules' outputs and gradients (parameters and input) at slow's init."""
+
+    @jax.jit
+    def run(x):
+        params = slow.init(jax.random.PRNGKey(1), x)
+        results = []
+        for module in (slow, fast):
+            loss = lambda p, v, m=module: jnp.sum(m.apply(p, v) ** 2)  # noqa: E731
+            results.append((module.apply(params, x), jax.grad(loss, argnums=(0, 1))(params, x)))
+        return results
+
+    return run(x)
 
 
 @pytest.mark.parametrize(
@@ -23,6 +39,41 @@ def test_im2col_matches_xla_conv(kernel, strides, padding):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "shape,kernel,padding,features",
+    [((2, 10, 10, 1), (5, 5), "VALID", 6), ((2, 7, 9, 2), (3, 2), ((1, 2), (0, 1)), 3)],
+)
+def test_banded_matches_xla_conv(shape, kernel, padding, features):
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    (slow_y, slow_grads), (fast_y, fast_grads) = _outputs_and_grads(
+        layers.Conv(features, kernel, padding=padding, impl="xla"),
+        layers.Conv(features, kernel, padding=padding, impl="banded"), x)
+    np.testing.assert_allclose(fast_y, slow_y, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(fast_grads), jax.tree_util.tree_leaves(slow_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_banded_falls_back_for_strided_convolutions():
+    x = np.random.default_rng(0).normal(size=(1, 5, 5, 2)).astype(np.float32)
+    (slow_y, _), (fast_y, _) = _outputs_and_grads(
+        layers.Conv(3, (3, 3), strides=(2, 2), padding="SAME", impl="xla"),
+        layers.Conv(3, (3, 3), strides=(2, 2), padding="SAME", impl="banded"), x)
+    np.testing.assert_allclose(fast_y, slow_y, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_picks_banded_only_for_small_layers():
+    # LeNet-5's two convolutions: few input channels on narrow maps.
+    assert layers.banded_applies((128, 32, 32, 1), (5, 5, 1, 6), (1, 1), "VALID")
+    assert layers.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID")
+    # CIFAR ResNet layers: maps too wide for the kernel, or too many channels; strided.
+    assert not layers.banded_applies((128, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1)))
+    assert not layers.banded_applies((128, 8, 8, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1)))
+    assert not layers.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (2, 2), "VALID")
+    if jax.default_backend() == "cpu":
+        assert layers._resolve_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
+        assert layers._resolve_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "im2col"
+
+
 def test_models_give_the_same_outputs_with_either_lowering():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
     slow = get_model("resnet20_cifar", 10, conv_impl="xla", widths=(4, 8, 8))
@@ -32,5 +83,37 @@ def test_models_give_the_same_outputs_with_either_lowering():
         fast.init(jax.random.PRNGKey(0), x, train=False))
     np.testing.assert_allclose(fast.apply(variables, x, train=False), slow.apply(variables, x, train=False),
                                rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="Unknown conv_impl 'fft'; valid choices: auto, xla, im2col"):
+    with pytest.raises(ValueError, match="Unknown conv_impl 'fft'; valid choices: auto, xla, im2col, banded"):
         get_model("lenet5", 10, conv_impl="fft").init(jax.random.PRNGKey(0), x, train=False)
+
+
+@pytest.mark.parametrize("shape,window", [((2, 8, 8, 3), 2), ((2, 7, 8, 2), 3)])
+def test_max_pool_tiles_equals_reduce_window_bitwise_with_ties(shape, window):
+    # Post-ReLU values rounded to halves: many windows hold equal maxima (all zeros, most often),
+    # and the gradient must go where select-and-scatter sends it, to the first of them.
+    rng = np.random.default_rng(0)
+    x = (np.round(2 * np.maximum(rng.normal(size=shape), 0)) / 2).astype(np.float32)
+    tiles = lambda v: layers.max_pool(v, window, impl="tiles")  # noqa: E731
+    xla = lambda v: nn.max_pool(v, (window, window), (window, window))  # noqa: E731
+
+    @jax.jit
+    def run(x, cotangent):
+        (tiles_y, tiles_vjp), (xla_y, xla_vjp) = jax.vjp(tiles, x), jax.vjp(xla, x)
+        return tiles_y, xla_y, tiles_vjp(cotangent)[0], xla_vjp(cotangent)[0], jax.vmap(tiles)(x[None])[0]
+
+    out_shape = (shape[0], shape[1] // window, shape[2] // window, shape[3])
+    tiles_y, xla_y, tiles_dx, xla_dx, vmapped_y = run(x, rng.normal(size=out_shape).astype(np.float32))
+    np.testing.assert_array_equal(tiles_y, xla_y)
+    np.testing.assert_array_equal(tiles_dx, xla_dx)
+    np.testing.assert_array_equal(vmapped_y, xla_y)
+
+
+def test_max_pool_choices():
+    x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
+    # Overlapping windows keep XLA's lowering under `auto`; `tiles` refuses them.
+    np.testing.assert_array_equal(jax.jit(lambda v: layers.max_pool(v, 3, 2))(x),
+                                  jax.jit(lambda v: nn.max_pool(v, (3, 3), (2, 2)))(x))
+    with pytest.raises(ValueError, match="needs stride == window"):
+        layers.max_pool(x, 3, 2, impl="tiles")
+    with pytest.raises(ValueError, match="Unknown max-pool impl 'fft'; valid choices: auto, xla, tiles"):
+        layers.max_pool(x, 2, impl="fft")
