@@ -374,15 +374,14 @@ class Dropout(nn.Module):
 
 CONV_IMPL_CHOICES = ("auto", "xla", "im2col", "banded")
 
-# `banded` multiplies by a matrix with one copy of the kernel per output column,
-# so it does (padded width / kernel width) times the multiply-adds of im2col in
-# exchange for reading each input row once instead of once per kernel column.
-# That pays on CPU for convolutions with few input channels on narrow maps
-# (LeNet's 5x5 convolutions), where im2col's patch matrix, not the arithmetic,
-# is the cost; the limits below keep it to such layers.
-BANDED_MAX_WIDTH_RATIO = 8  # padded input width / kernel width
+# `banded` (see `banded_conv`) trades arithmetic for memory traffic: it multiplies
+# wide row segments by a banded matrix, doing (block + kw - 1) / kw times
+# im2col's multiply-adds while reading each input element about kh times instead
+# of kh * kw. That pays on CPU for convolutions with few input channels (LeNet's
+# 5x5 convolutions, an RGB stem), where im2col's patch matrix, not the
+# arithmetic, is the cost; the limits below keep it to such layers.
 BANDED_MAX_ROW_FEATURES = 32  # kernel width * input channels
-BANDED_MAX_MATRIX_SIZE = 1 << 20  # elements of the banded matrix
+BANDED_MAX_MATRIX_SIZE = 1 << 16  # elements of the banded matrix
 
 
 def _conv_pads(x_shape, kernel_shape, strides, padding) -> list[tuple[int, int]]:
@@ -397,10 +396,14 @@ def banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count:
     if tuple(strides) != (1, 1) or feature_group_count != 1 or kw == 1:
         return False
     pads = _conv_pads(x_shape, kernel_shape, (1, 1), padding)
-    width = x_shape[2] + sum(pads[1])
-    out_w = width - kw + 1
-    return (out_w > 0 and width <= BANDED_MAX_WIDTH_RATIO * kw and kw * cin <= BANDED_MAX_ROW_FEATURES
-            and kh * width * cin * out_w * cout <= BANDED_MAX_MATRIX_SIZE)
+    out_w = x_shape[2] + sum(pads[1]) - kw + 1
+    if out_w <= 0:
+        return False
+    block = banded_block_width(out_w, kw)
+    span = block + kw - 1
+    # A block of one column is im2col with another patch layout: leave that to im2col.
+    return (block > 1 and kw * cin <= BANDED_MAX_ROW_FEATURES
+            and kh * span * cin * block * cout <= BANDED_MAX_MATRIX_SIZE)
 
 
 def _resolve_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
@@ -419,6 +422,16 @@ def _resolve_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), pa
     return impl
 
 
+def banded_block_width(out_w: int, kw: int) -> int:
+    """Output columns per block of `banded_conv`: the divisor of `out_w` nearest kw - 1.
+
+    Blocks of about kw - 1 columns keep the extra multiply-adds under 2x, and a
+    divisor needs no padding columns.
+    """
+    divisors = [d for d in range(1, out_w + 1) if out_w % d == 0]
+    return min(divisors, key=lambda d: (abs(d - (kw - 1)), -d))
+
+
 def banded_matrix(kernel: jax.Array, width: int) -> jax.Array:
     """The HWIO `kernel` as a (kh * width * c_in, out_w * c_out) banded matrix.
 
@@ -431,24 +444,34 @@ def banded_matrix(kernel: jax.Array, width: int) -> jax.Array:
     return jnp.stack(shifted, axis=3).reshape(kh * width * cin, out_w * cout)
 
 
-def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any) -> jax.Array:
-    """Stride-1 2-D convolution as one matmul of input rows by `banded_matrix(kernel)`.
+def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None = None) -> jax.Array:
+    """Stride-1 2-D convolution as one matmul of row segments by a banded matrix.
 
     Equals `lax.conv_general_dilated` (stride 1, no dilation, one group) on NHWC
-    input and an HWIO kernel. Each output row (b, y) is the kh input rows
-    y..y+kh-1, flattened and laid side by side, times the banded matrix, so the
-    matmul's left operand is kh times the input rather than im2col's kh * kw.
+    input and an HWIO kernel. The output is cut into blocks of `block` columns
+    (default `banded_block_width`); the block at output (b, y, columns
+    q*block ...) is the kh input rows y..y+kh-1 over the block's block + kw - 1
+    input columns, flattened, times `banded_matrix(kernel, block + kw - 1)`, the
+    same matrix for every block. `block=1` is im2col; one block spanning the
+    width reads each input row once per kernel row.
     """
     kh, kw, cin, cout = kernel.shape
     pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
     x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     batch, height, width, _ = x.shape
     out_h, out_w = height - kh + 1, width - kw + 1
-    # Stacking on a new axis (not concatenating along channels) lets XLA write the
-    # rows in one fused loop.
+    block = block or banded_block_width(out_w, kw)
+    blocks = -(-out_w // block)
+    span = block + kw - 1
+    if blocks * block + kw - 1 > width:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, blocks * block + kw - 1 - width), (0, 0)))
+    # Two stacks on new axes (kernel rows, then column blocks): XLA writes each in
+    # one fused loop, where concatenating along channels copies piece by piece.
     rows = jnp.stack([x[:, i : i + out_h] for i in range(kh)], axis=2)
-    rows = rows.reshape(batch * out_h, kh * width * cin)
-    return (rows @ banded_matrix(kernel, width)).reshape(batch, out_h, out_w, cout)
+    segments = jnp.stack([rows[:, :, :, q * block : q * block + span] for q in range(blocks)], axis=2)
+    segments = segments.reshape(batch * out_h * blocks, kh * span * cin)
+    y = (segments @ banded_matrix(kernel, span)).reshape(batch, out_h, blocks * block, cout)
+    return y[:, :, :out_w]
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
@@ -484,9 +507,9 @@ class Conv(nn.Module):
     """A drop-in for `nn.Conv` (same `kernel`/`bias` parameters) with a choice of lowering.
 
     `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), `banded`
-    (input rows times a banded matrix made from the kernel, `banded_conv`; a
+    (row segments times a banded matrix made from the kernel, `banded_conv`; a
     strided or grouped convolution falls back to im2col or xla), or `auto`: on
-    CPU `banded` where `banded_applies` (few input channels, narrow maps) and
+    CPU `banded` where `banded_applies` (stride 1, few input channels) and
     `im2col` elsewhere, on accelerators `xla`. Parameters and results are the
     same either way, so the choice is purely about speed.
     """

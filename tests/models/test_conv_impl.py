@@ -62,16 +62,38 @@ def test_banded_falls_back_for_strided_convolutions():
 
 
 def test_auto_picks_banded_only_for_small_layers():
-    # LeNet-5's two convolutions: few input channels on narrow maps.
+    # LeNet-5's two convolutions and a CIFAR RGB stem: few input channels.
     assert layers.banded_applies((128, 32, 32, 1), (5, 5, 1, 6), (1, 1), "VALID")
     assert layers.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID")
-    # CIFAR ResNet layers: maps too wide for the kernel, or too many channels; strided.
-    assert not layers.banded_applies((128, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1)))
+    assert layers.banded_applies((128, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1)))
+    # Many input channels; strided; blocks of one column (31 output columns, a 2x2 kernel).
     assert not layers.banded_applies((128, 8, 8, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1)))
     assert not layers.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (2, 2), "VALID")
+    assert not layers.banded_applies((128, 32, 32, 3), (2, 2, 3, 24), (1, 1), "VALID")
+    assert [layers.banded_block_width(n, 5) for n in (28, 10, 7)] == [4, 5, 7]
     if jax.default_backend() == "cpu":
         assert layers._resolve_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
         assert layers._resolve_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "im2col"
+
+
+@pytest.mark.parametrize("block", [1, 3, 8])
+def test_banded_blocks_of_any_width_match_xla_conv(block):
+    # 8 output columns: blocks of 3 need padding columns; a block of 8 is one band over the row.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 12, 2)).astype(np.float32)
+    kernel = rng.normal(size=(3, 5, 2, 3)).astype(np.float32)
+    conv = lambda v, k: jax.lax.conv_general_dilated(v, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
+    banded = lambda v, k: layers.banded_conv(v, k, "VALID", block)  # noqa: E731
+
+    @jax.jit
+    def run(x, kernel):
+        return [(f(x, kernel), jax.grad(lambda v, k, f=f: jnp.sum(f(v, k) ** 2), argnums=(0, 1))(x, kernel))
+                for f in (banded, conv)]
+
+    (fast_y, fast_grads), (slow_y, slow_grads) = run(x, kernel)
+    np.testing.assert_allclose(fast_y, slow_y, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_models_give_the_same_outputs_with_either_lowering():
