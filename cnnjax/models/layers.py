@@ -448,6 +448,33 @@ def banded_matrix(kernel: jax.Array, width: int) -> jax.Array:
     return jnp.stack(shifted, axis=3).reshape(kh * width * cin, out_w * cout)
 
 
+@jax.custom_vjp
+def _written_gradient(x: jax.Array) -> jax.Array:
+    """Identity whose backward pass writes the cotangent out through a matmul.
+
+    Multiplying by the (channels x channels) identity matrix is exact for finite
+    values; the matmul only stops XLA from fusing the computation of the
+    cotangent (for a convolution's input: a sum of shifted slices) into its
+    consumer. Without it the gradient of a preceding max pool, which reads each
+    cotangent element once per window position, recomputes that sum 4 times.
+    """
+    return x
+
+
+def _written_gradient_fwd(x):
+    return x, None
+
+
+def _written_gradient_bwd(_, cotangent):
+    channels = cotangent.shape[-1]
+    eye = jnp.eye(channels, dtype=cotangent.dtype)
+    written = jnp.matmul(cotangent.reshape(-1, channels), eye, precision=jax.lax.Precision.HIGHEST)
+    return (written.reshape(cotangent.shape),)
+
+
+_written_gradient.defvjp(_written_gradient_fwd, _written_gradient_bwd)
+
+
 def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None = None) -> jax.Array:
     """Stride-1 2-D convolution as one matmul of row segments by a banded matrix.
 
@@ -461,7 +488,7 @@ def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None
     """
     kh, kw, cin, cout = kernel.shape
     pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    x = jnp.pad(_written_gradient(x), ((0, 0), pads[0], pads[1], (0, 0)))
     batch, height, width, _ = x.shape
     out_h, out_w = height - kh + 1, width - kw + 1
     block = block or banded_block_width(out_w, kw)

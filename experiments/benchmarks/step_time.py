@@ -8,10 +8,12 @@ momentum 0.9 from optax), `pytorch` (the same architecture as a `torch.nn.Module
 eager, `torch.optim.SGD(momentum=0.9)`) and `pytorch_compile` (the module under
 `torch.compile`, optimiser step eager). After warm-up (compilation included),
 every round times `--steps` steps of each framework in turn, so a burst of load
-from elsewhere on the machine lands on all of them alike; a figure is the median
-over rounds of the mean step time within a round. A framework that cannot run
-(PyTorch not installed, `torch.compile` failing) gets a record with `step_ms` None
-and the reason.
+from elsewhere on the machine lands on all of them alike; rounds rotate which
+framework goes first, and each timed block follows `--settle` untimed steps (the
+previous framework's threads still spin for a moment after its last step). A
+figure is the median over rounds of the mean step time within a round. A
+framework that cannot run (PyTorch not installed, `torch.compile` failing) gets a
+record with `step_ms` None and the reason.
 
 Models: `lenet5` (32x32x1), `resnet20_cifar` (32x32x3, option-A shortcuts) and
 `resnet50` (224x224x3, torchvision's layout); the PyTorch twins have the same
@@ -229,7 +231,7 @@ def _time_steps(step: Callable[[], object], wait: Callable[[object], None], step
 
 def measure(name: str, batch_size: int, frameworks: Sequence[str] = FRAMEWORKS, rounds: int = 7,
             steps: int = 20, warmup: int = 5, precision: str = "float32",
-            conv_impl: str | None = None) -> list[dict]:
+            conv_impl: str | None = None, settle: int = 2) -> list[dict]:
     """Times the train step of `name` in each framework, alternating; returns one record per framework."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch_size, *INPUT_SHAPES[name])).astype(np.float32)
@@ -267,8 +269,16 @@ def measure(name: str, batch_size: int, frameworks: Sequence[str] = FRAMEWORKS, 
         raise AssertionError(f"{name}: parameter counts differ between frameworks: "
                              f"{ {f: r['params'] for f, r in records.items()} }")
     round_ms = {framework: [] for framework in steppers}
-    for _ in range(rounds):
-        for framework, (step, wait) in steppers.items():
+    order = list(steppers)
+    for index in range(rounds):
+        # Each round starts with the next framework, and each timed block follows a
+        # few untimed steps: the previous framework's worker threads spin for a while
+        # after its last step, and without these the framework timed first in every
+        # round would always pay for that.
+        for framework in order[index % len(order):] + order[: index % len(order)]:
+            step, wait = steppers[framework]
+            if settle:
+                _time_steps(step, wait, settle)
             round_ms[framework].append(_time_steps(step, wait, steps))
     for framework, times in round_ms.items():
         records[framework].update(step_ms=round(statistics.median(times), 3),
@@ -314,6 +324,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per framework per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation included)")
+    parser.add_argument("--settle", type=int, default=2, help="untimed steps before each timed block")
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="auto: bfloat16 for resnet50 on a GPU, float32 otherwise")
     parser.add_argument("--conv_impl", default=None, choices=("auto", "xla", "im2col"),
@@ -333,7 +344,7 @@ def main() -> None:
         if precision == "auto":
             precision = "bfloat16" if on_gpu and name == "resnet50" else "float32"
         new = measure(name, args.batch_size, args.frameworks.split(","), args.rounds, args.steps, args.warmup,
-                      precision, args.conv_impl)
+                      precision, args.conv_impl, args.settle)
         records += new
         print_table(new)
         sys.stdout.flush()
