@@ -26,7 +26,9 @@ program may run concurrently).
 Prints a table with the ratios pytorch_ms / cnnjax_ms (above 1: cnnjax is faster);
 `--out` writes a JSON list with one record per measurement: `model`,
 `batch_size`, `framework`, `step_ms`, `device`, and `precision`, `rounds`,
-`steps_per_round`, `round_ms`, `params`, `error`, `load_avg`, versions.
+`steps_per_round`, `round_ms`, `params`, `error`, `load_avg`, versions and
+`XLA_FLAGS`. On CPU, `XLA_FLAGS=--xla_cpu_use_fusion_emitters=false` (set before
+the run) makes the LeNet-5 step about 5-10% faster on this project's machine.
 """
 
 from __future__ import annotations
@@ -247,6 +249,7 @@ def measure(name: str, batch_size: int, frameworks: Sequence[str] = FRAMEWORKS, 
                 step, wait, params = cnnjax_stepper(name, images, labels, precision, conv_impl)
                 record["conv_impl"] = conv_impl or "auto"
                 record["jax_version"] = jax.__version__
+                record["xla_flags"] = os.environ.get("XLA_FLAGS", "")
             else:
                 import torch
 
@@ -337,7 +340,8 @@ def main() -> None:
     if args.quick:
         models, args.rounds, args.steps, args.warmup = "lenet5", 3, 10, 3
     print(f"device: {device_name()}; jax {jax.__version__} ({jax.default_backend()}); "
-          f"batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps per framework", flush=True)
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; batch {args.batch_size}; "
+          f"{args.rounds} rounds x {args.steps} steps per framework", flush=True)
     records = []
     for name in models.split(","):
         precision = args.precision
