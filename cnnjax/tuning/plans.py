@@ -8,8 +8,11 @@
 - Under a device mesh (axis `member`), each device runs the plan over its own
   members (`shard_map`): no member crosses devices and nothing is communicated
   during a step, so e.g. `sequential` on 8 devices runs 8 members at a time.
-- `auto`: compiles the candidates, estimates each one's memory from the compiled
-  program, times a few steps on the actual device and keeps the fastest that fits.
+- `auto`: compiles candidates (sequential, chunks of 2, 4, 8, ... members,
+  vmap), estimates each one's memory from the compiled program, times a few
+  steps on the actual device and keeps the fastest that fits. It measures both
+  ends first and walks inward from the faster one until a candidate is no
+  faster, so it rarely compiles them all.
 """
 
 from __future__ import annotations
@@ -83,9 +86,34 @@ def shard_members(population_step: Callable, mesh: Any, shared_batches: bool) ->
 
 
 def candidate_plans(population_size: int) -> list[Plan]:
-    plans = [Plan("vmap"), Plan("sequential")]
-    plans += [Plan("chunked", c) for c in (2, 4, 8) if c < population_size]
-    return plans
+    """`auto`'s candidates, by members per inner step: sequential, chunks of 2, 4, 8, ..., vmap."""
+    if population_size <= 1:
+        return [Plan("vmap")]
+    chunks = [c for c in (2 ** k for k in range(1, population_size.bit_length())) if c < population_size]
+    return [Plan("sequential"), *(Plan("chunked", c) for c in chunks), Plan("vmap")]
+
+
+def walk_inward(inner: list[Plan], low_ms: float | None, high_ms: float | None,
+                measure: Callable[[Plan], float | None]) -> None:
+    """`auto`'s search between the ends of the ladder.
+
+    Candidates are ordered by members per inner step: sequential (1), chunks of
+    2, 4, ..., vmap (all). With both ends measured (`low_ms`, `high_ms`; None
+    where a program does not fit), the search walks `inner` from the faster end
+    and stops at the first candidate that is no faster than the best so far or
+    that does not fit (`measure` returns None): the step time is taken to have
+    one minimum along the ladder, falling while bigger chunks use idle
+    parallelism and rising once memory traffic dominates.
+    """
+    ends = [(ms, side) for ms, side in ((low_ms, 0), (high_ms, 1)) if ms is not None]
+    if not ends:
+        return
+    best_ms, side = min(ends)
+    for plan in inner[::-1] if side == 1 else inner:
+        ms = measure(plan)
+        if ms is None or ms >= best_ms:
+            return
+        best_ms = ms
 
 
 def available_memory_bytes(device: Any | None = None) -> int | None:
@@ -144,9 +172,10 @@ def choose_plan(
         images, labels) for compiling and timing.
       requested: one of `PLAN_CHOICES`.
       chunk_size: for `chunked`.
-      trial_steps / trial_rounds: `auto` times each candidate for `trial_rounds`
-        rounds of `trial_steps` steps, candidates taking turns, and keeps each
-        candidate's fastest round.
+      trial_steps / trial_rounds: `auto` times blocks of `trial_steps` steps:
+        one per candidate during the search, then `trial_rounds - 1` more
+        rounds of every measured candidate, taking turns; each keeps its
+        fastest block.
       memory_limit_bytes: defaults to the device's free memory.
       mesh: optional `jax.sharding.Mesh` with a `member` axis; the plan then
         applies to each device's members (args must be sharded accordingly).
@@ -168,35 +197,65 @@ def choose_plan(
 
     trials: list[Trial] = []
     compiled_steps = {}
-    for plan in candidates:
+
+    def compile_plan(plan: Plan) -> Trial:
         step = map_members(member_step, plan, shared_batches)
         if mesh is not None:
             step = shard_members(step, mesh, shared_batches)
-        fn = jax.jit(step, donate_argnums=(0,))
-        compiled = fn.lower(*args).compile()
+        compiled = jax.jit(step, donate_argnums=(0,)).lower(*args).compile()
         memory = compiled_memory_bytes(compiled)
-        fits = memory is None or limit is None or memory <= limit
-        trial = Trial(plan, None, memory, fits)
+        trial = Trial(plan, None, memory, memory is None or limit is None or memory <= limit)
         trials.append(trial)
-        if not fits:
+        if trial.fits:
+            compiled_steps[plan] = compiled
+        else:
             trial.note = "does not fit"
-            continue
-        compiled_steps[plan] = compiled
-    timed = [t for t in trials if t.fits] if len(candidates) > 1 else []
-    for trial in timed:  # warm-up
-        jax.block_until_ready(compiled_steps[trial.plan](_copy(args[0]), *args[1:]))
-    # Candidates take turns for `trial_rounds` rounds and each keeps its best
-    # round: a burst of load from elsewhere on the machine then slows one round,
-    # not one candidate's only measurement.
-    for _ in range(trial_rounds):
-        for trial in timed:
-            fn = compiled_steps[trial.plan]
-            t0 = time.perf_counter()
-            for _ in range(trial_steps):
-                out = fn(_copy(args[0]), *args[1:])
-            jax.block_until_ready(out)
-            ms = (time.perf_counter() - t0) / trial_steps * 1000
-            trial.step_ms = ms if trial.step_ms is None else min(trial.step_ms, ms)
+        return trial
+
+    def time_block(trial: Trial) -> None:
+        fn = compiled_steps[trial.plan]
+        t0 = time.perf_counter()
+        for _ in range(trial_steps):
+            out = fn(_copy(args[0]), *args[1:])
+        jax.block_until_ready(out)
+        ms = (time.perf_counter() - t0) / trial_steps * 1000
+        trial.step_ms = ms if trial.step_ms is None else min(trial.step_ms, ms)
+
+    def warm_up(trial: Trial) -> None:
+        if trial.fits:
+            jax.block_until_ready(compiled_steps[trial.plan](_copy(args[0]), *args[1:]))
+
+    def measure(plan: Plan) -> Trial:
+        trial = compile_plan(plan)
+        warm_up(trial)
+        if trial.fits:
+            time_block(trial)
+        return trial
+
+    if len(candidates) == 1:
+        compile_plan(candidates[0])
+    else:
+        # Both ends of the ladder first (warmed up before either is timed), then
+        # inward from the faster one.
+        low, high = compile_plan(candidates[0]), compile_plan(candidates[-1])
+        for trial in (low, high):
+            warm_up(trial)
+        for trial in (low, high):
+            if trial.fits:
+                time_block(trial)
+
+        def measure_ms(plan: Plan) -> float | None:
+            trial = measure(plan)
+            return trial.step_ms if trial.fits else None
+
+        walk_inward(candidates[1:-1], low.step_ms, high.step_ms, measure_ms)
+        # The measured candidates take turns for the remaining rounds and each
+        # keeps its best round: a burst of load from elsewhere on the machine
+        # then slows one round, not one candidate's only measurement.
+        for _ in range(trial_rounds - 1):
+            for trial in trials:
+                if trial.fits:
+                    time_block(trial)
 
     fitting = [t for t in trials if t.fits]
     if not fitting:
