@@ -48,6 +48,7 @@ class Trial:
     memory_bytes: int | None
     fits: bool
     note: str = ""
+    picked: bool = False
 
 
 def map_members(member_step: Callable, plan: Plan, shared_batches: bool) -> Callable:
@@ -266,4 +267,5 @@ def choose_plan(
             "(sweep.population_size), plan='chunked' with a smaller sweep.chunk_size, or a smaller batch."
         )
     best = min(fitting, key=lambda t: t.step_ms if t.step_ms is not None else 0.0)
+    best.picked = True
     return best.plan, compiled_steps[best.plan], trials

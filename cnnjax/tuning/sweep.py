@@ -150,7 +150,7 @@ class Sweep:
         for t in trainer.trials:
             self.plans_used.append({"group": group, "plan": str(t.plan), "step_ms": t.step_ms,
                                     "memory_mib": None if t.memory_bytes is None else t.memory_bytes / 2**20,
-                                    "fits": t.fits})
+                                    "fits": t.fits, "picked": t.picked})
         trainer.trials = []
 
 

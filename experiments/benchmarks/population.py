@@ -129,8 +129,8 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
     return records
 
 
-def end_to_end(trials: int, data_dir: str | None, sweep_flags: Sequence[str] = ()) -> dict:
-    """Wall clock of a `trials`-member sweep of the default job vs the CLI run `trials` times."""
+def end_to_end(population_size: int, data_dir: str | None, sweep_flags: Sequence[str] = ()) -> dict:
+    """Wall clock of a `population_size`-member sweep of the default job vs the CLI run once per member."""
     import subprocess
     import tempfile
 
@@ -144,12 +144,16 @@ def end_to_end(trials: int, data_dir: str | None, sweep_flags: Sequence[str] = (
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "cnnjax.main", "--mode=sweep", f"--workdir={tmp}/sweep", *common,
-                        f"--config.sweep.space_extra={space}", f"--config.sweep.population_size={trials}",
+                        f"--config.sweep.space_extra={space}", f"--config.sweep.population_size={population_size}",
                         *sweep_flags],
                        check=True, env=env, capture_output=True)
         sweep_s = time.time() - t0
         with open(f"{tmp}/sweep/results.json") as f:
             members = json.load(f)["members"]
+        with open(f"{tmp}/sweep/summary.json") as f:
+            summary = json.load(f)
+        trials = {p["plan"]: p["step_ms"] for p in summary["plans"] if p["fits"]}
+        picked = [p["plan"] for p in summary["plans"] if p.get("picked")]
         t0 = time.time()
         for m in members:
             subprocess.run([sys.executable, "-m", "cnnjax.main", f"--workdir={tmp}/run{m['member']}", *common,
@@ -157,10 +161,12 @@ def end_to_end(trials: int, data_dir: str | None, sweep_flags: Sequence[str] = (
                             f"--config.optimizer.weight_decay={m['optimizer.weight_decay']}"],
                            check=True, env=env, capture_output=True)
         cli_s = time.time() - t0
-    print(f"end to end, {trials} trials of the default job (sweep flags {' '.join(sweep_flags) or 'none'}): "
-          f"sweep {sweep_s:.1f} s, "
-          f"{trials} CLI runs {cli_s:.1f} s, ratio {cli_s / sweep_s:.2f}x", flush=True)
-    return {"model": "lenet5", "P": trials, "plan": "end_to_end", "sweep_wall_s": sweep_s,
+    timed = ", ".join(f"{name} {ms:.1f}" for name, ms in trials.items())
+    print(f"end to end, {len(members)} trials of the default job (sweep flags {' '.join(sweep_flags) or 'none'}): "
+          f"sweep {sweep_s:.1f} s (plan {', '.join(picked)}; planner's step ms: {timed}), "
+          f"{len(members)} CLI runs {cli_s:.1f} s, ratio {cli_s / sweep_s:.2f}x", flush=True)
+    return {"model": "lenet5", "P": len(members), "plan": "end_to_end", "picked": picked[0] if picked else None,
+            "planner_step_ms": trials, "sweep_wall_s": sweep_s,
             "sequential_cli_wall_s": cli_s, "member_steps_per_s": None, "sequential_member_steps_per_s": None,
             "ratio": cli_s / sweep_s, "sweep_flags": list(sweep_flags), "device": jax.devices()[0].device_kind}
 
