@@ -223,33 +223,27 @@ def choose_plan(
         trial.step_ms = ms if trial.step_ms is None else min(trial.step_ms, ms)
 
     def warm_up(trial: Trial) -> None:
-        if trial.fits:
-            jax.block_until_ready(compiled_steps[trial.plan](_copy(args[0]), *args[1:]))
+        jax.block_until_ready(compiled_steps[trial.plan](_copy(args[0]), *args[1:]))
 
-    def measure(plan: Plan) -> Trial:
+    def measure_ms(plan: Plan) -> float | None:
         trial = compile_plan(plan)
+        if not trial.fits:
+            return None
         warm_up(trial)
-        if trial.fits:
-            time_block(trial)
-        return trial
+        time_block(trial)
+        return trial.step_ms
 
     if len(candidates) == 1:
         compile_plan(candidates[0])
     else:
         # Both ends of the ladder first (warmed up before either is timed), then
         # inward from the faster one.
-        low, high = compile_plan(candidates[0]), compile_plan(candidates[-1])
-        for trial in (low, high):
+        ends = [t for t in (compile_plan(candidates[0]), compile_plan(candidates[-1])) if t.fits]
+        for trial in ends:
             warm_up(trial)
-        for trial in (low, high):
-            if trial.fits:
-                time_block(trial)
-
-        def measure_ms(plan: Plan) -> float | None:
-            trial = measure(plan)
-            return trial.step_ms if trial.fits else None
-
-        walk_inward(candidates[1:-1], low.step_ms, high.step_ms, measure_ms)
+        for trial in ends:
+            time_block(trial)
+        walk_inward(candidates[1:-1], trials[0].step_ms, trials[1].step_ms, measure_ms)
         # The measured candidates take turns for the remaining rounds and each
         # keeps its best round: a burst of load from elsewhere on the machine
         # then slows one round, not one candidate's only measurement.
