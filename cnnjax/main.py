@@ -15,10 +15,15 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (PATH[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
 flags.DEFINE_enum(
-    "mode", "train", ["train", "sweep", "babysit", "preflight"],
+    "mode", "train", ["train", "sweep", "babysit", "preflight", "eval", "predict", "export"],
     "train: one model (with monitors and a report if config.monitor.every > 0); sweep: the config's sweep as "
-    "populations; babysit: pre-flight checks, then a monitored run and a report; preflight: the checks only.",
+    "populations; babysit: pre-flight checks, then a monitored run and a report; preflight: the checks only; "
+    "eval / predict / export: use the trained run in --workdir (its own config.json; no --config).",
 )
+flags.DEFINE_integer("checkpoint_step", None, "eval/predict/export: the checkpoint step to use (default: latest).")
+flags.DEFINE_string("images", None, "predict: an image file, a folder (searched recursively) or a .tar.gz.")
+flags.DEFINE_string("predictions", None, "predict: the CSV to write (default: WORKDIR/predictions.csv).")
+flags.DEFINE_string("export_dir", None, "export: the directory to write the exported model into.")
 flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir even though its config.json differs from --config."
 )
@@ -77,13 +82,46 @@ def _train_or_monitor() -> None:
     _train()
 
 
-MODES = {"train": _train_or_monitor, "sweep": _sweep, "babysit": _babysit, "preflight": lambda: _babysit(train=False)}
+def _inference() -> None:
+    from cnnjax.inference.modes import run_mode
+
+    run_mode(FLAGS.mode, FLAGS.workdir, FLAGS.config, step=FLAGS.checkpoint_step, images=FLAGS.images,
+             predictions=FLAGS.predictions, export_dir=FLAGS.export_dir)
+
+
+MODES = {"train": _train_or_monitor, "sweep": _sweep, "babysit": _babysit, "preflight": lambda: _babysit(train=False),
+         "eval": _inference, "predict": _inference, "export": _inference}
+INFERENCE_MODES = ("eval", "predict", "export")
+
+
+def _with_run_config(argv: list[str]) -> list[str]:
+    """For eval/predict/export, `--config` is the run's own config.json (so --config.data.* apply to it)."""
+    mode = workdir = None
+    for i, arg in enumerate(argv):
+        for name in ("mode", "workdir"):
+            if arg.startswith(f"--{name}="):
+                value = arg.split("=", 1)[1]
+            elif arg == f"--{name}" and i + 1 < len(argv):
+                value = argv[i + 1]
+            else:
+                continue
+            mode, workdir = (value, workdir) if name == "mode" else (mode, value)
+    has_config = any(a == "--config" or a.startswith("--config=") for a in argv)
+    if mode not in INFERENCE_MODES or not workdir:
+        return argv
+    if has_config:
+        print(f"error: --mode={mode} uses the run's own {workdir}/config.json; drop --config "
+              "(--config.data.KEY=VALUE overrides still apply).", file=sys.stderr)
+        sys.exit(2)
+    run_config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inference", "run_config.py")
+    return [argv[0], f"--config={run_config}:{workdir}", *argv[1:]]
 
 
 def _user_errors() -> tuple[type, ...]:
     """Errors that are the input's fault: printed as a message, exit status 2."""
     from cnnjax.data import DatasetNotPreparedError
     from cnnjax.diagnostics.babysit import SymmetryRefusal
+    from cnnjax.inference.restore import InferenceError
     from cnnjax.training.config import ConfigError
     from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError
     from cnnjax.tuning.plans import PlanError
@@ -91,7 +129,7 @@ def _user_errors() -> tuple[type, ...]:
     from cnnjax.tuning.sweep import SweepError
 
     return (ConfigError, WorkdirConfigMismatchError, NonFiniteLossError, DatasetNotPreparedError,
-            SpaceError, SweepError, PlanError, SymmetryRefusal)
+            SpaceError, SweepError, PlanError, SymmetryRefusal, InferenceError)
 
 
 def main(argv: list[str]) -> int:
@@ -126,7 +164,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, argv=_with_run_config(sys.argv))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from cnnjax.training.feeds import (  # noqa: F401 (eval_split, make_*: re-export
     member_keys,
 )
 from cnnjax.training.optim import optimizer_from_config
+from cnnjax.training.run_data import write_data_info
 from cnnjax.training.state import count_params, create_train_state
 from cnnjax.training.writers import MetricWriter, truncate_metrics, write_json
 
@@ -202,6 +203,8 @@ def train_and_evaluate(
         feed = StreamingFeed(config, mesh, start_step=int(state.step))
     else:
         feed = InMemoryFeed(config, dataset, mesh, sharding.replicate(data_key, mesh))
+    if primary:  # class names and normalisation, for --mode=eval/predict/export
+        write_data_info(workdir, feed, dataset)
     jit_step = feed.make_step()
     if monitor is not None:
         jit_monitored = feed.make_step(monitor.step_monitor)

@@ -1,0 +1,1 @@
+"""Using a trained run: restore its checkpoint, evaluate, predict, export."""

@@ -1,0 +1,184 @@
+"""A trained run, read back for inference: its config, checkpoint and input facts.
+
+Reading never writes: the checkpoint manager is opened read-only, so a workdir
+with no checkpoint is refused without creating anything in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax.data import pipeline
+from cnnjax.inference.run_config import read_run_config
+from cnnjax.training.run_data import data_info, parse_data_info, read_data_info
+
+
+class InferenceError(ValueError):
+    """A workdir, checkpoint, data set or image path that inference cannot use."""
+
+
+@dataclasses.dataclass
+class RestoredRun:
+    """What inference needs of a run.
+
+    Attributes:
+      config: the run's config (with any overrides applied by the caller).
+      step: the restored checkpoint's step.
+      variables: `{'params', 'batch_stats'}`, the EMA weights when the run kept them.
+      ema: whether `variables` are the EMA weights.
+      class_names, image_shape, mean, std: the training data's facts.
+      apply: `apply(variables, x, train=False)` of the run's model (float input).
+    """
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    step: int
+    variables: dict[str, Any]
+    ema: bool
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    mean: np.ndarray
+    std: np.ndarray
+    apply: Callable[..., Any]
+
+    def logits_fn(self) -> Callable[[jax.Array, Any], jax.Array]:
+        """`f(uint8 NHWC images, variables) -> float32 logits`, normalising as training did."""
+        mean, std, apply = self.mean, self.std, self.apply
+
+        def logits(images, variables):
+            out = apply(variables, pipeline.normalize(images, mean, std), train=False)
+            out = out[0] if isinstance(out, tuple) else out
+            return out.astype(jnp.float32)
+
+        return logits
+
+    def predict_logits(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        """float32 logits (N, classes) of uint8 images in the run's shape, in fixed-size batches.
+
+        The last batch is padded, so one compiled program serves every batch.
+        """
+        logits_fn = jax.jit(self.logits_fn())
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            rows = len(batch)
+            if rows < batch_size:
+                batch = np.concatenate([batch, np.zeros((batch_size - rows, *batch.shape[1:]), batch.dtype)])
+            out.append(np.asarray(logits_fn(batch, self.variables))[:rows])
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    """Steps of the checkpoints saved in `workdir` (oldest first)."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def _read_checkpoint(workdir: str, step: int) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore())
+    finally:
+        manager.close()
+
+
+def _data_facts(workdir: str) -> dict[str, Any]:
+    """`data_info.json`, or for an older run the same facts recomputed from its own training data."""
+    info = read_data_info(workdir)
+    if info is not None:
+        return info
+    from cnnjax.data import load_dataset
+
+    dataset = load_dataset(read_run_config(workdir).data)  # the run's own data, never the overrides
+    return parse_data_info(data_info(dataset.name, dataset.class_names, dataset.image_shape,
+                                     dataset.mean, dataset.std))
+
+
+def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None,
+                step: int | None = None) -> RestoredRun:
+    """Restores the run in `workdir` at checkpoint `step` (the latest if None).
+
+    Args:
+      workdir: a training run's workdir.
+      config: its config with overrides (default: the run's `config.json`); the
+        model comes from `model.*` and `precision`, the data facts from the run.
+      step: a checkpoint step; must be one of those saved.
+
+    Raises:
+      InferenceError: no such workdir / config / checkpoint, naming what exists.
+    """
+    if not os.path.isdir(workdir):
+        raise InferenceError(f"--workdir={workdir} does not exist; point it at a training run's workdir.")
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        raise InferenceError(f"{workdir} has no config.json: it is not a training run's workdir.")
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise InferenceError(f"{workdir} has no checkpoint (nothing in {os.path.join(workdir, 'checkpoints')}); "
+                             "train the run first.")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise InferenceError(f"--checkpoint_step={step}: {workdir} has no checkpoint at that step; "
+                             f"available steps: {', '.join(map(str, steps))}.")
+    config = config if config is not None else read_run_config(workdir)
+    facts = _data_facts(workdir)
+    from cnnjax.models import get_model
+    from cnnjax.training.config import model_overrides
+    from cnnjax.training.state import make_apply_fn
+
+    model = get_model(config.model.name, len(facts["class_names"]), **model_overrides(config))
+    saved = _read_checkpoint(workdir, step)
+    ema = bool(saved.get("ema"))
+    source = saved["ema"] if ema else saved
+    variables = {"params": source["params"], "batch_stats": source.get("batch_stats") or {}}
+    return RestoredRun(
+        workdir=workdir, config=config, step=int(step), variables=jax.device_put(variables), ema=ema,
+        class_names=facts["class_names"], image_shape=facts["image_shape"], mean=facts["mean"],
+        std=facts["std"], apply=make_apply_fn(model, config.get("precision", "float32")),
+    )
+
+
+def convert_images(images: np.ndarray, image_shape: tuple[int, int, int], source: str) -> np.ndarray:
+    """uint8 (N, H, W, C) images converted to the run's channels and resized to its (H, W).
+
+    Grayscale becomes RGB by repetition, RGB becomes grayscale by luminance
+    (ITU-R 601, as PIL's "L"), an alpha channel is dropped; a different size is
+    resized bilinearly.
+
+    Raises:
+      InferenceError: images that are not (N, H, W, C) with 1, 3 or 4 channels.
+    """
+    height, width, channels = image_shape
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or channels not in (1, 3):
+        raise InferenceError(
+            f"{source}: images of shape {tuple(images.shape[1:])} cannot be converted to the run's input "
+            f"{tuple(image_shape)}; only 1 (gray), 3 (RGB) or 4 (RGBA) channels can be converted.")
+    if images.shape[-1] == 4:
+        images = images[..., :3]
+    if images.shape[-1] != channels:
+        if channels == 3:
+            images = np.repeat(images, 3, axis=-1)
+        else:
+            weights = np.array([299, 587, 114], np.float32) / 1000
+            images = np.clip(np.rint(images.astype(np.float32) @ weights), 0, 255).astype(np.uint8)[..., None]
+    if images.shape[1:3] != (height, width):
+        from PIL import Image
+
+        mode = "L" if channels == 1 else "RGB"
+        images = np.stack([
+            np.asarray(Image.fromarray(x[..., 0] if channels == 1 else x, mode).resize((width, height),
+                                                                                      Image.BILINEAR))
+            for x in images]).reshape(len(images), height, width, channels)
+    return images

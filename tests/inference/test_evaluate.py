@@ -1,0 +1,106 @@
+"""--mode=eval: the run's own test split reproduces its summary; other data; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnjax.inference.evaluate import classification_metrics, evaluate_run
+from cnnjax.inference.restore import InferenceError, convert_images, restore_run
+from cnnjax.inference.run_config import read_run_config
+from tests.inference.conftest import cli, cli_env, snapshot
+
+
+def _folder_of(images, names, root, split="test"):
+    for i, (image, name) in enumerate(zip(images, names)):
+        os.makedirs(root / split / name, exist_ok=True)
+        Image.fromarray(image[..., 0]).save(root / split / name / f"{i:04d}.png")
+    return str(root)
+
+
+def test_own_test_split_matches_the_summary_and_only_named_files_change(run_copy):
+    before = snapshot(run_copy)
+    summary = json.load(open(os.path.join(run_copy, "summary.json")))
+    record = evaluate_run(run_copy, read_run_config(run_copy))
+    assert record["accuracy"] == pytest.approx(summary["eval/accuracy"], abs=1e-9)
+    assert record["loss"] == pytest.approx(summary["eval/loss"], rel=1e-4)
+    assert record["num_examples"] == 500 and record["checkpoint_step"] == summary["steps"]
+    assert set(record["per_class_accuracy"]) == {str(i) for i in range(10)}
+    assert json.load(open(os.path.join(run_copy, "eval.json")))["accuracy"] == record["accuracy"]
+    after = snapshot(run_copy)
+    assert {k for k in after if after[k] != before.get(k)} == {"eval.json", "confusion_matrix.png"}
+
+
+def test_a_folder_holding_only_test_images_is_scored_like_the_arrays(run_copy):
+    from cnnjax.data.one_split import load_one_split
+
+    config = read_run_config(run_copy)
+    images, names = load_one_split(config.data, "test")
+    images, names = images[:60], names[:60]
+    root = _folder_of(images, names, Path(run_copy).parent / "folder")
+    run = restore_run(run_copy)
+    labels = np.array([run.class_names.index(n) for n in names])
+    expected = classification_metrics(run.predict_logits(images, 7), labels, run.class_names)
+    config.data.name, config.data.path = "image_folder", root
+    record = evaluate_run(run_copy, config)
+    assert record["num_examples"] == 60
+    assert record["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-9)
+    assert record["top5_accuracy"] == pytest.approx(expected["top5_accuracy"], abs=1e-9)
+    assert record["data"]["name"] == "image_folder"
+
+
+def test_unknown_class_names_are_an_error_naming_them(run_copy, tmp_path):
+    image = np.zeros((28, 28, 1), np.uint8)
+    root = _folder_of([image, image, image], ["3", "cat", "dog"], tmp_path / "folder")
+    config = read_run_config(run_copy)
+    config.data.name, config.data.path = "image_folder", root
+    with pytest.raises(InferenceError, match="classes the run was not trained on: cat, dog"):
+        evaluate_run(run_copy, config)
+    assert not os.path.exists(os.path.join(run_copy, "eval.json"))
+
+
+def test_an_old_run_without_data_info_recomputes_the_statistics(run_copy, trained_run):
+    os.remove(os.path.join(run_copy, "data_info.json"))
+    old = restore_run(run_copy)
+    new = restore_run(trained_run[0])
+    np.testing.assert_allclose(old.mean, new.mean, rtol=1e-6)
+    np.testing.assert_allclose(old.std, new.std, rtol=1e-6)
+    assert old.class_names == new.class_names
+
+
+def test_missing_step_lists_the_available_ones(trained_run):
+    step = trained_run[1]["steps"]
+    with pytest.raises(InferenceError, match=f"no checkpoint at that step; available steps: {step}"):
+        restore_run(trained_run[0], step=step + 1)
+
+
+def test_channel_conversion_and_resizing():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    gray = convert_images(rgb, (4, 4, 1), "x")
+    expected = np.asarray(Image.fromarray(rgb[0]).convert("L"))
+    assert np.abs(gray[0, ..., 0].astype(int) - expected).max() <= 1  # PIL rounds in fixed point
+    assert convert_images(gray, (8, 8, 3), "x").shape == (2, 8, 8, 3)
+    with pytest.raises(InferenceError, match=r"shape \(4, 4, 2\) cannot be converted"):
+        convert_images(rgb[..., :2], (4, 4, 3), "x")
+
+
+def test_cli_eval_prints_and_refuses_a_workdir_without_checkpoint(trained_run, tmp_path):
+    result = subprocess.run(cli("--mode=eval", f"--workdir={trained_run[0]}", "--config.eval_batch_size=100"),
+                            capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Eval:"))
+    assert f"accuracy={trained_run[1]['eval/accuracy']:.4f}" in line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(open(os.path.join(trained_run[0], "config.json")).read())
+    result = subprocess.run(cli("--mode=eval", f"--workdir={empty}"), capture_output=True, text=True,
+                            env=cli_env(), timeout=300)
+    assert result.returncode == 2
+    assert "has no checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(os.listdir(empty)) == ["config.json"]
