@@ -47,6 +47,7 @@ class RestoredRun:
     mean: np.ndarray
     std: np.ndarray
     apply: Callable[..., Any]
+    _jitted: Any = dataclasses.field(default=None, repr=False)
 
     def logits_fn(self) -> Callable[[jax.Array, Any], jax.Array]:
         """`f(uint8 NHWC images, variables) -> float32 logits`, normalising as training did."""
@@ -64,7 +65,9 @@ class RestoredRun:
 
         The last batch is padded, so one compiled program serves every batch.
         """
-        logits_fn = jax.jit(self.logits_fn())
+        if self._jitted is None:
+            self._jitted = jax.jit(self.logits_fn())
+        logits_fn = self._jitted
         out = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
