@@ -90,7 +90,7 @@ def _read_checkpoint(workdir: str, step: int) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         return manager.restore(step, args=ocp.args.StandardRestore())
     finally:
