@@ -80,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 0.1
     c.optimizer.weight_decay = 0.0
     c.optimizer.grad_clip_norm = 0.0
+    # Gradient accumulation: one update per this many steps, on their mean gradient;
+    # batch_size is then the micro-batch (the update sees batch_size * accumulate_steps).
+    c.optimizer.accumulate_steps = 1
     for key in sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}):
         c.optimizer[key] = config_dict.placeholder(float)
 
@@ -218,6 +221,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(opt.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {opt.learning_rate}")
     need(opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
     need(opt.grad_clip_norm >= 0, f"optimizer.grad_clip_norm must be >= 0 (0 disables), got {opt.grad_clip_norm}")
+    need(opt.accumulate_steps >= 1, f"optimizer.accumulate_steps must be >= 1 (1: no accumulation), "
+         f"got {opt.accumulate_steps}")
     for key in ("momentum", "b1", "b2", "rho", "decay"):
         if opt.get(key) is not None:
             need(0.0 <= opt[key] < 1.0, f"optimizer.{key} must be in [0, 1), got {opt[key]}")

@@ -189,6 +189,11 @@ def optimizer_from_config(config, steps_per_epoch: int, total_steps: int) -> opt
     """`make_optimizer` + `make_lr_scale` from the `optimizer` and `schedule` config blocks."""
     opt = config.optimizer
     sched = config.schedule
+    accumulate = int(opt.get("accumulate_steps", 1) or 1)
+    # With accumulation the inner optimiser counts updates, not micro-batches: the
+    # schedule is laid out in updates (each of `accumulate` micro-batches).
+    steps_per_epoch = max(1, steps_per_epoch // accumulate)
+    total_steps = max(1, total_steps // accumulate)
     warmup_steps = int(round(sched.get("warmup_epochs", 0.0) * steps_per_epoch))
     lr_scale = make_lr_scale(
         sched.name,
@@ -202,7 +207,7 @@ def optimizer_from_config(config, steps_per_epoch: int, total_steps: int) -> opt
         final_scale=sched.get("final_scale", 0.0),
     )
     own = {k: opt[k] for k in OPTIMIZER_HPARAMS.get(opt.name, ()) if opt.get(k) is not None}
-    return make_optimizer(
+    tx = make_optimizer(
         opt.name,
         learning_rate=opt.learning_rate,
         lr_scale=lr_scale,
@@ -210,6 +215,19 @@ def optimizer_from_config(config, steps_per_epoch: int, total_steps: int) -> opt
         grad_clip_norm=opt.get("grad_clip_norm", 0.0),
         **own,
     )
+    return accumulate_gradients(tx, accumulate)
+
+
+def accumulate_gradients(tx: optax.GradientTransformation, every: int) -> optax.GradientTransformation:
+    """`tx` applied once per `every` steps to the mean of their gradients (`optax.MultiSteps`).
+
+    The steps in between return zero updates, so `every` micro-batches of B/every
+    make the same update as one batch of B (for a model without BatchNorm, whose
+    statistics see the micro-batches). `every=1` returns `tx` itself.
+    """
+    if every <= 1:
+        return tx
+    return optax.MultiSteps(tx, every_k_schedule=every).gradient_transformation()
 
 
 def find_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
@@ -242,6 +260,8 @@ def set_hyperparams(opt_state: Any, values: dict[str, Any]) -> Any:
             for key, value in values.items():
                 new[key] = jnp.asarray(value, dtype=jnp.asarray(node.hyperparams[key]).dtype)
             return node._replace(hyperparams=new)
+        if isinstance(node, optax.MultiStepsState):
+            return node._replace(inner_opt_state=visit(node.inner_opt_state))
         if isinstance(node, tuple) and not hasattr(node, "_fields"):
             return tuple(visit(child) for child in node)
         return node

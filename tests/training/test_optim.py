@@ -119,3 +119,53 @@ def test_bad_names_list_valid_choices():
         optim.make_lr_scale("linear", 10, 1)
     with pytest.raises(ValueError, match="has no hyperparameter"):
         optim.make_optimizer("sgd", 0.1, b1=0.9)
+
+
+def _accumulation_run(accumulate_steps: int, updates: int = 3):
+    """Params after `updates` updates of an MLP on one batch of 8, fed as micro-batches of 8 / k."""
+    from cnnjax.models import get_model
+    from cnnjax.training.config import base_config
+    from cnnjax.training.state import create_train_state
+    from cnnjax.training.steps import train_step
+
+    config = base_config()
+    config.optimizer.name = "momentum"
+    config.optimizer.momentum = 0.9
+    config.optimizer.learning_rate = 0.2
+    config.optimizer.weight_decay = 1e-2
+    config.optimizer.accumulate_steps = accumulate_steps
+    config.schedule.name = "cosine"
+    config.schedule.warmup_epochs = 1.0
+    # The loop counts micro-batches: k of them per update.
+    tx = optim.optimizer_from_config(config, steps_per_epoch=2 * accumulate_steps,
+                                     total_steps=4 * accumulate_steps)
+    state = create_train_state(get_model("mlp", 3, depth=1, width=16), tx, jax.random.PRNGKey(0), (4, 4, 1), l2=1e-3)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 4, 4, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, 8).astype(np.int32)
+    step = jax.jit(train_step)
+    micro = 8 // accumulate_steps
+    metrics = None
+    for _ in range(updates):
+        for i in range(accumulate_steps):
+            rows = slice(i * micro, (i + 1) * micro)
+            state, metrics = step(state, {"image": images[rows], "label": labels[rows]})
+    return state, metrics
+
+
+@pytest.mark.parametrize("accumulate_steps", [2, 4])
+def test_accumulated_micro_batches_make_the_update_of_one_whole_batch(accumulate_steps):
+    whole, whole_metrics = _accumulation_run(1)
+    accumulated, metrics = _accumulation_run(accumulate_steps)
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), whole.params,
+                                   _accumulation_run(1, updates=0)[0].params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 1e-2  # the updates did something
+    for a, b in zip(jax.tree_util.tree_leaves(whole.params), jax.tree_util.tree_leaves(accumulated.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(metrics["learning_rate"]) == pytest.approx(float(whole_metrics["learning_rate"]))
+
+
+def test_accumulation_keeps_hyperparameters_settable():
+    tx = optim.accumulate_gradients(optim.make_optimizer("momentum", 0.1), 3)
+    state = optim.set_hyperparams(tx.init({"w": jnp.zeros(2)}), {"learning_rate": 0.5})
+    assert float(optim.find_hyperparams(state)["learning_rate"]) == 0.5
