@@ -83,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Gradient accumulation: one update per this many steps, on their mean gradient;
     # batch_size is then the micro-batch (the update sees batch_size * accumulate_steps).
     c.optimizer.accumulate_steps = 1
+    # Polyak averaging: an EMA of the weights, `ema <- d * ema + (1 - d) * w` each step,
+    # evaluated (val/test, --mode=eval/predict/export) in place of the weights; 0 = off.
+    c.optimizer.ema_decay = 0.0
     for key in sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}):
         c.optimizer[key] = config_dict.placeholder(float)
 
@@ -221,6 +224,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(opt.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {opt.learning_rate}")
     need(opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
     need(opt.grad_clip_norm >= 0, f"optimizer.grad_clip_norm must be >= 0 (0 disables), got {opt.grad_clip_norm}")
+    need(0 <= opt.ema_decay < 1, f"optimizer.ema_decay must be in [0, 1) (0: off), got {opt.ema_decay}")
     need(opt.accumulate_steps >= 1, f"optimizer.accumulate_steps must be >= 1 (1: no accumulation), "
          f"got {opt.accumulate_steps}")
     for key in ("momentum", "b1", "b2", "rho", "decay"):

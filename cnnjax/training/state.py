@@ -32,10 +32,36 @@ class TrainState:
     model_hparams: dict[str, jax.Array]
     apply_fn: Callable[..., Any] = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    # Polyak averaging (optimizer.ema_decay > 0): {'decay', 'params', 'batch_stats'},
+    # the decay a traced per-member value; {} when off.
+    ema: dict[str, Any] = flax.struct.field(default_factory=dict)
 
     @property
     def variables(self) -> dict[str, Any]:
         return {"params": self.params, "batch_stats": self.batch_stats}
+
+    @property
+    def eval_variables(self) -> dict[str, Any]:
+        """The weights evaluation uses: the EMA ones when kept, else the current ones."""
+        if self.ema:
+            return {"params": self.ema["params"], "batch_stats": self.ema["batch_stats"]}
+        return self.variables
+
+
+def update_ema(ema: dict[str, Any], params: Any, batch_stats: Any) -> dict[str, Any]:
+    """One Polyak-averaging step: `ema <- decay * ema + (1 - decay) * new` (BN statistics too)."""
+    if not ema:
+        return ema
+    decay = ema["decay"]
+
+    def average(old, new):
+        return (decay * old + (1.0 - decay) * new).astype(old.dtype)
+
+    return {
+        "decay": decay,
+        "params": jax.tree_util.tree_map(average, ema["params"], params),
+        "batch_stats": jax.tree_util.tree_map(average, ema["batch_stats"], batch_stats),
+    }
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -98,20 +124,25 @@ def create_train_state(
     label_smoothing: float = 0.0,
     apply_fn: Callable[..., Any] | None = None,
     precision: str = "float32",
+    ema_decay: float = 0.0,
 ) -> TrainState:
     """A fresh state: initialised variables, optimiser state, step 0.
 
     `rng` is a raw `jax.random.PRNGKey` (uint32[2]); it is split into the init key
     and the per-step key stream. `apply_fn` defaults to `make_apply_fn(model,
-    precision)`; members of one population must share one.
+    precision)`; members of one population must share one. `ema_decay` > 0
+    keeps an exponential moving average of the weights, starting at the initial ones.
     """
     init_rng, step_rng = jax.random.split(rng)
     variables = init_variables(model, init_rng, input_shape)
     params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    ema = {} if ema_decay <= 0 else {
+        "decay": jnp.asarray(ema_decay, jnp.float32), "params": params, "batch_stats": batch_stats}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         opt_state=tx.init(params),
         rng=step_rng,
         loss_hparams={
@@ -122,6 +153,7 @@ def create_train_state(
         model_hparams={},
         apply_fn=apply_fn or make_apply_fn(model, precision),
         tx=tx,
+        ema=ema,
     )
 
 

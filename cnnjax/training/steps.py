@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from cnnjax.training.optim import find_hyperparams, kernel_mask
-from cnnjax.training.state import TrainState
+from cnnjax.training.state import TrainState, update_ema
 
 # Weight of each auxiliary classifier's loss for models that return
 # (logits, *aux_logits) in training, as in GoogLeNet (Szegedy et al. 2015).
@@ -104,6 +104,7 @@ def train_step(
         batch_stats=batch_stats,
         opt_state=opt_state,
         rng=rng,
+        ema=update_ema(state.ema, params, batch_stats),
     )
     # Freeze on a non-finite step: keep every leaf of the old state.
     new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_state, state)
@@ -129,8 +130,9 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.A
     """Summed loss / correct count over the valid rows of `batch` (BN in eval mode).
 
     `batch['mask']` (1 for real rows, 0 for padding) lets the last batch be padded.
+    With EMA on, the averaged weights are evaluated.
     """
-    out = state.apply_fn(state.variables, batch["image"], train=False)
+    out = state.apply_fn(state.eval_variables, batch["image"], train=False)
     logits = out[0] if isinstance(out, tuple) else out
     mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["label"])

@@ -182,6 +182,7 @@ def train_and_evaluate(
         l1=config.loss.l1,
         label_smoothing=config.loss.label_smoothing,
         precision=config.precision,
+        ema_decay=config.optimizer.ema_decay,
     )
     num_params = count_params(state.params)
     # Replicated over the mesh before a restore, so the checkpoint lands in place.

@@ -94,7 +94,7 @@ def _initialiser(config, num_classes, image_shape, steps_per_epoch, total_steps,
         return create_train_state(
             init_model, tx, key, image_shape,
             l2=config.loss.l2, l1=config.loss.l1, label_smoothing=config.loss.label_smoothing,
-            apply_fn=apply_fn,
+            apply_fn=apply_fn, ema_decay=config.optimizer.get("ema_decay", 0.0),
         )
 
     if len(_INITIALISERS) >= _MAX_INITIALISERS:
@@ -156,7 +156,12 @@ def set_member_values(state: TrainState, config: ml_collections.ConfigDict,
     """
     opt_values = {}
     injected = find_hyperparams(state.opt_state)
-    for path in sorted({p for m in members for p in m if p.startswith("optimizer.")}):
+    if any("optimizer.ema_decay" in m for m in members):  # lives in the state's EMA, not in opt_state
+        if not state.ema:
+            raise ValueError("optimizer.ema_decay can vary per member only when the config's ema_decay is > 0")
+        decay = _stack([m.get("optimizer.ema_decay", config.optimizer.ema_decay) for m in members])
+        state = state.replace(ema={**state.ema, "decay": decay})
+    for path in sorted({p for m in members for p in m if p.startswith("optimizer.") and p != "optimizer.ema_decay"}):
         name = path.split(".", 1)[1]
         if name not in injected:
             raise ValueError(f"{path} is not a hyperparameter of optimizer {config.optimizer.name!r}")

@@ -32,6 +32,7 @@ DISTRIBUTION_CHOICES = ("uniform", "loguniform", "one_minus_loguniform", "int", 
 TRACED_PATHS = (
     "optimizer.learning_rate",
     "optimizer.weight_decay",
+    "optimizer.ema_decay",
     *sorted({f"optimizer.{k}" for hp in OPTIMIZER_HPARAMS.values() for k in hp}),
     "loss.l2",
     "loss.l1",
