@@ -12,6 +12,7 @@ from ml_collections import config_dict
 
 from cnnjax.data import PREPROCESS_CHOICES, list_datasets
 from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
+from cnnjax.training.profiling import parse_profile_steps
 
 # Model options that configs may set; None means "the model's own default".
 PRECISION_CHOICES = ("float32", "bfloat16")
@@ -36,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.progress_bar = True
     c.tensorboard = True
+    c.profile_steps = ""  # "A,B": jax.profiler trace of training steps A..B into the workdir
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mnist5k"
@@ -265,6 +267,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.log_every_steps >= 1, f"log_every_steps must be >= 1, got {config.log_every_steps}")
     need(config.eval_every_epochs >= 0, f"eval_every_epochs must be >= 0 (0: only at the end), got {config.eval_every_epochs}")
     need(config.checkpoint_every_steps >= 1, f"checkpoint_every_steps must be >= 1, got {config.checkpoint_every_steps}")
+    try:
+        parse_profile_steps(config.get("profile_steps", ""))
+    except ValueError as err:
+        errors.append(str(err))
     need(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     if errors:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))

@@ -32,6 +32,7 @@ from cnnjax.training.feeds import (  # noqa: F401 (eval_split, make_*: re-export
     member_keys,
 )
 from cnnjax.training.optim import optimizer_from_config
+from cnnjax.training.profiling import StepProfiler
 from cnnjax.training.run_data import write_data_info
 from cnnjax.training.state import count_params, create_train_state
 from cnnjax.training.writers import MetricWriter, truncate_metrics, write_json
@@ -264,9 +265,11 @@ def train_and_evaluate(
         interval_start = time.time()
 
     bar = _progress(total_steps, step, config.progress_bar and primary)
+    profiler = StepProfiler(config.profile_steps if primary else "", workdir)
     try:
         with _StopRequest() as stop:
             while step < total_steps:
+                profiler.at(step, state)
                 args = feed.step_args(step)
                 t0 = time.time()
                 if monitor is not None and step % monitor.every == 0:
@@ -336,6 +339,7 @@ def train_and_evaluate(
             write_json(os.path.join(workdir, "summary.json"), summary)
         return summary
     finally:
+        profiler.close(state)
         bar.close()
         writer.close()
         checkpointer.close()
