@@ -37,6 +37,15 @@ def test_own_test_split_matches_the_summary_and_only_named_files_change(run_copy
     assert {k for k in after if after[k] != before.get(k)} == {"eval.json", "confusion_matrix.png"}
 
 
+def test_another_split_by_override_matches_the_runs_validation_figure(run_copy):
+    summary = json.load(open(os.path.join(run_copy, "summary.json")))
+    config = read_run_config(run_copy)
+    config.data.test_split = "validation"
+    record = evaluate_run(run_copy, config)
+    assert record["accuracy"] == pytest.approx(summary["val/accuracy"], abs=1e-9)
+    assert record["data"]["test_split"] == "validation"
+
+
 def test_a_folder_holding_only_test_images_is_scored_like_the_arrays(run_copy):
     from cnnjax.data.one_split import load_one_split
 
