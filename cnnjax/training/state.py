@@ -137,8 +137,10 @@ def create_train_state(
     variables = init_variables(model, init_rng, input_shape)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    ema = {} if ema_decay <= 0 else {
-        "decay": jnp.asarray(ema_decay, jnp.float32), "params": params, "batch_stats": batch_stats}
+    # Copies: the state is donated to the step, and one buffer cannot be donated twice.
+    ema = {} if ema_decay <= 0 else {"decay": jnp.asarray(ema_decay, jnp.float32),
+                                     "params": jax.tree_util.tree_map(jnp.copy, params),
+                                     "batch_stats": jax.tree_util.tree_map(jnp.copy, batch_stats)}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

@@ -111,3 +111,9 @@ def test_the_average_is_checkpointed_and_used_by_eval_mode(tmp_path):
     run = restore_run(workdir, config)
     assert run.ema and run.step == 2
     np.testing.assert_array_equal(run.variables["params"]["head"]["kernel"], state.ema["params"]["head"]["kernel"])
+
+
+def test_a_fresh_ema_state_can_be_donated_to_the_step():
+    state = _state()
+    state, metrics = jax.jit(train_step, donate_argnums=0)(state, _batch())
+    assert float(metrics["finite"]) == 1.0
