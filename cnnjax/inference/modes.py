@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import ml_collections
 
 from cnnjax.inference.restore import InferenceError
+from cnnjax.inference.run_config import read_run_config
+
+# What an evaluation may change; the rest describes the trained model and must stay.
+OVERRIDABLE = ("data.", "eval_batch_size")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_overrides(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuses `--config.*` overrides outside `data.*` and `eval_batch_size`."""
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        return  # restore_run names the problem
+    run = _flat(json.loads(read_run_config(workdir).to_json_best_effort()))
+    new = _flat(json.loads(config.to_json_best_effort()))
+    changed = sorted(k for k in set(run) | set(new) if run.get(k) != new.get(k) and not k.startswith(OVERRIDABLE))
+    if changed:
+        raise InferenceError(f"Only --config.data.* and --config.eval_batch_size can be overridden for a trained "
+                             f"run; got {', '.join(changed)}.")
 
 
 def run_mode(mode: str, workdir: str, config: ml_collections.ConfigDict, *, step: int | None = None,
              images: str | None = None, predictions: str | None = None, export_dir: str | None = None) -> None:
     """Runs `mode` on the trained run in `workdir` (config: its config.json plus overrides)."""
+    check_overrides(workdir, config)
     if mode == "eval":
         from cnnjax.inference.evaluate import evaluate_run
 

@@ -113,3 +113,14 @@ def test_cli_eval_prints_and_refuses_a_workdir_without_checkpoint(trained_run, t
     assert result.returncode == 2
     assert "has no checkpoint" in result.stderr and "Traceback" not in result.stderr
     assert sorted(os.listdir(empty)) == ["config.json"]
+
+
+def test_overrides_outside_data_are_refused(trained_run):
+    from cnnjax.inference.modes import check_overrides
+
+    config = read_run_config(trained_run[0])
+    config.data.max_eval_examples, config.eval_batch_size = 10, 7
+    check_overrides(trained_run[0], config)
+    config.model.name, config.optimizer.learning_rate = "resnet18", 1.0
+    with pytest.raises(InferenceError, match="got model.name, optimizer.learning_rate"):
+        check_overrides(trained_run[0], config)
