@@ -167,6 +167,7 @@ class StreamingFeed:
         info = streaming.streaming_info(config.data)
         self.name = info.name
         self.num_classes = info.num_classes
+        self.class_names = tuple(info.class_names)
         self.image_shape = tuple(info.image_shape)
         self.num_train_examples = info.num_train_examples
         self.mean, self.std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
