@@ -60,7 +60,10 @@ class StepProfiler:
             return
         import jax
 
-        if state is not None:
-            jax.block_until_ready(state)
+        try:
+            if state is not None:
+                jax.block_until_ready(state)
+        except Exception:  # noqa: BLE001 (a failed step's donated state: stop the trace anyway)
+            pass
         jax.profiler.stop_trace()
         self.active = False
