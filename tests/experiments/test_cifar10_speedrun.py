@@ -14,8 +14,7 @@ import pytest
 from cnnjax.models import airbench, get_model
 from experiments import cifar10_speedrun, common
 
-needs_archive = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                   reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+needs_archive = pytest.mark.needs_cifar10
 # The tests check behaviour, not speed: compile with XLA's cheap settings.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 

@@ -8,8 +8,7 @@ import pytest
 from experiments import common, optimizers
 from experiments.configs.optimizers import OPTIMIZERS, get_config
 
-pytestmark = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+pytestmark = pytest.mark.needs_cifar10
 
 
 @pytest.fixture(scope="module")

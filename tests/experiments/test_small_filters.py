@@ -8,8 +8,7 @@ import pytest
 from experiments import common, small_filters
 from experiments.configs.small_filters import get_config
 
-pytestmark = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+pytestmark = pytest.mark.needs_cifar10
 
 COEFFICIENTS = {"two_3x3": (18, 5), "one_5x5": (25, 5), "three_3x3": (27, 7), "one_7x7": (49, 7)}
 

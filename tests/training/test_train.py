@@ -127,7 +127,7 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke, tm
 CIFAR_JPG = common.CIFAR_ARCHIVE
 
 
-@pytest.mark.skipif(not CIFAR_JPG.exists(), reason="the CIFAR-10 JPEG archive is not on this machine")
+@pytest.mark.needs_cifar10
 def test_trains_a_few_steps_on_the_cifar10_image_folder(tmp_path):
     config = load_config("image_folder.py")
     config.data.path = str(CIFAR_JPG)
