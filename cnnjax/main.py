@@ -121,8 +121,17 @@ def _disk_error(err: OSError) -> WorkdirError | None:
 
 
 def _check_workdir_flag(workdir: str) -> None:
+    """A workdir that cannot hold a run is refused before any data is loaded or anything compiled."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"--workdir={workdir!r} is a file; name a directory (it is created if missing).")
+    existing = os.path.abspath(workdir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):  # also catches a read-only filesystem (EROFS), even as root
+        raise WorkdirError(
+            f"--workdir={workdir!r} cannot be written: {existing!r} is on a read-only filesystem or not "
+            "writable by this user; name a writable directory."
+        )
 
 
 def _nearest_config_key(config, bad: str) -> str:
@@ -221,7 +230,10 @@ def main(argv: list[str]) -> int:
         if disk is None:
             raise
         print(f"error: {disk}", file=sys.stderr)
-        return 2
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Background writers (TensorBoard, orbax) would fail again at exit, each with its own traceback.
+        os._exit(2)
     return 0
 
 

@@ -116,6 +116,26 @@ def _write_image_folder(root: Path, *, classes: int = 2, per_class: int = 12, si
     return written
 
 
+def _write_two_class_jpegs(root: Path) -> str:
+    """Two classes of noisy JPEGs (dark / light), 40x48 pixels, 32 train and 8 test images each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "light")):
+        for split, count in (("train", 32), ("test", 8)):
+            os.makedirs(root / split / name)
+            for i in range(count):
+                pixels = rng.normal(60 + 130 * label, 30, (40, 48, 3)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.jpg")
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def write_two_class_jpegs():
+    """`write_two_class_jpegs(root) -> str(root)`: a learnable two-class JPEG folder (train and test)."""
+    return _write_two_class_jpegs
+
+
 @pytest.fixture(scope="session")
 def write_image_folder():
     """`write_image_folder(root, classes=2, per_class=12, size=28, channels=1, fmt='png')` -> relpaths."""

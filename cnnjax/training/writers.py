@@ -155,10 +155,15 @@ class MetricWriter:
 
 
 def truncate_metrics(workdir: str, after_step: int) -> None:
-    """Drops records past `after_step` (on resume those steps are run again) and any torn last line."""
+    """Drops what a resumed run logs again: records past `after_step`, the final evaluation, a torn line.
+
+    The final evaluation's record (the only one with `eval/` keys) is written after
+    the last checkpoint, so a run resumed from that checkpoint evaluates and logs it again.
+    """
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= after_step]
+    kept = [r for r in read_metrics(path)
+            if r.get("step", 0) <= after_step and not any(k.startswith("eval/") for k in r)]
     with atomic_write(path) as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)

@@ -149,6 +149,14 @@ def _metrics(workdir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(str(workdir))]
 
 
+def _first_difference(got: list[dict], want: list[dict]) -> dict:
+    """Where two metric logs first part (for the report of a kill point that did not match)."""
+    for index, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return {"record": index, "resumed": a, "uninterrupted": b}
+    return {"records": [len(got), len(want)], "extra": (got[len(want):] or want[len(got):])[:2]}
+
+
 def _final_checkpoint(workdir: Path):
     """The leaves of the latest checkpoint under `workdir` (any depth), as numpy arrays by path."""
     import jax
@@ -270,7 +278,10 @@ def run_half(name: str, flags, kills: int, seed: int, root: Path, data_dir: Path
             point["error"] = (rerun.stderr or rerun.stdout)[-2000:]
         else:
             point["summary_equal"] = _summary(workdir) == expected[0]
-            point["metrics_equal"] = _metrics(workdir) == expected[1]
+            got = _metrics(workdir)
+            point["metrics_equal"] = got == expected[1]
+            if not point["metrics_equal"]:
+                point["metrics_difference"] = _first_difference(got, expected[1])
             point["checkpoint_equal"] = _same_checkpoint(_final_checkpoint(workdir), expected[2])
         point["identical"] = bool(point["resumed"] and point["summary_equal"] and point["metrics_equal"]
                                   and point["checkpoint_equal"])

@@ -17,6 +17,7 @@ import optax  # noqa: E402
 
 
 def _max_diff(a, b) -> float:
+    assert jax.tree.structure(a) == jax.tree.structure(b), "tree structures differ"
     return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 

@@ -41,8 +41,10 @@ def test_writer_cuts_a_torn_line_before_appending(tmp_path):
 
 def test_truncate_metrics_survives_a_torn_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
-        '{"step": 4, "train/loss": 2.0}\n{"step": 8, "train/loss": 1.5}\n{"step": 12, "train/loss": 1.0}\n' + TORN)
+        '{"step": 4, "train/loss": 2.0}\n{"step": 8, "train/loss": 1.5}\n{"step": 8, "eval/accuracy": 0.5}\n'
+        '{"step": 12, "train/loss": 1.0}\n' + TORN)
     truncate_metrics(str(tmp_path), after_step=8)
+    # The final evaluation's record goes too: the resumed run evaluates again.
     assert read_metrics(str(tmp_path)) == [{"step": 4, "train/loss": 2.0}, {"step": 8, "train/loss": 1.5}]
     assert (tmp_path / "metrics.jsonl").read_text().endswith("\n")
 
@@ -67,4 +69,8 @@ def test_run_with_a_torn_metrics_line_resumes(load_config, tmp_path):
     assert resumed["status"] == "completed" and resumed["steps"] == 8
     steps = [r["step"] for r in read_metrics(str(workdir)) if "train/loss" in r]
     assert steps == list(range(1, 9)), "every step logged once, none torn"
+    # Run again once finished: the final evaluation is logged again, and only once.
+    train_and_evaluate(config, str(workdir), dataset=dataset)
+    finals = [r for r in read_metrics(str(workdir)) if "eval/accuracy" in r]
+    assert len(finals) == 1 and finals[0]["step"] == 8
     assert (workdir / "metrics.jsonl").read_text().endswith("\n")
