@@ -75,11 +75,18 @@ def restore_checkpoint():
 
 
 def _assert_trees_equal(actual, expected, *, rtol: float = 0.0, atol: float = 0.0) -> None:
-    """Same tree structure first (a missing or extra leaf fails), then every leaf (bitwise by default)."""
+    """Same leaf paths first (a missing or extra leaf fails), then every leaf (bitwise by default).
+
+    Paths, not treedefs: a state's static fields (its apply function) differ between two builds.
+    """
     import jax
 
-    actual_def, expected_def = jax.tree.structure(actual), jax.tree.structure(expected)
-    assert actual_def == expected_def, f"tree structures differ:\n{actual_def}\n{expected_def}"
+    actual_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(actual)]
+    expected_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(expected)]
+    assert actual_paths == expected_paths, (
+        f"tree structures differ: only in actual {sorted(set(actual_paths) - set(expected_paths))}, "
+        f"only in expected {sorted(set(expected_paths) - set(actual_paths))}"
+    )
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(actual), jax.tree.leaves(expected), strict=True):
         a, b = np.asarray(a), np.asarray(b)
         assert a.shape == b.shape and a.dtype == b.dtype, f"{jax.tree_util.keystr(path)}: {a.shape} vs {b.shape}"

@@ -78,7 +78,8 @@ BAD = {"optimizer.learning_rate": 1e8, "optimizer.weight_decay": 0.0, "seed": 1,
 
 
 def _assert_same(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b), "tree structures differ"
+    paths = [[jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(t)] for t in (a, b)]
+    assert paths[0] == paths[1], "tree structures differ"
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
 
