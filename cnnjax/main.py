@@ -11,6 +11,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cnnjax.cli_errors import FlagError, WorkdirError, check_workdir_flag, disk_error, parse_flags
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (PATH[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
@@ -119,7 +121,7 @@ def _with_run_config(argv: list[str]) -> list[str]:
 
 def _user_errors() -> tuple[type, ...]:
     """Errors that are the input's fault: printed as a message, exit status 2."""
-    from cnnjax.data import DatasetNotPreparedError
+    from cnnjax.data import DataError, DatasetNotPreparedError
     from cnnjax.diagnostics.babysit import SymmetryRefusal
     from cnnjax.inference.restore import InferenceError
     from cnnjax.training.config import ConfigError
@@ -128,22 +130,51 @@ def _user_errors() -> tuple[type, ...]:
     from cnnjax.tuning.space import SpaceError
     from cnnjax.tuning.sweep import SweepError
 
-    return (ConfigError, WorkdirConfigMismatchError, NonFiniteLossError, DatasetNotPreparedError,
+    return (ConfigError, WorkdirConfigMismatchError, NonFiniteLossError, DatasetNotPreparedError, DataError,
             SpaceError, SweepError, PlanError, SymmetryRefusal, InferenceError)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        print(f"error: unexpected arguments {' '.join(argv[1:])!r}; every option is a --flag "
+              "(--config.KEY=VALUE for config keys)", file=sys.stderr)
+        return 2
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # libraries' INFO chatter drowns the progress bar
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        check_workdir_flag(FLAGS.workdir)
+        _setup_devices()
+        # Library imports happen after flag parsing, which keeps `--help` fast.
+        errors = (FlagError, WorkdirError, *_user_errors())
+    except (FlagError, WorkdirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        MODES[FLAGS.mode]()
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        disk = disk_error(err, FLAGS.workdir)
+        if disk is None:
+            raise
+        print(f"error: {disk}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Background writers (TensorBoard, orbax) would fail again at exit, each with its own traceback.
+        os._exit(2)
+    return 0
+
+
+def _setup_devices() -> None:
+    """Applies --cpu_devices and the multi-process flags (before any JAX backend starts)."""
     if FLAGS.cpu_devices < 0:
-        raise app.UsageError(f"--cpu_devices must be >= 0, got {FLAGS.cpu_devices}")
+        raise FlagError(f"--cpu_devices must be >= 0 (0: JAX's default, one device), got {FLAGS.cpu_devices}")
     if FLAGS.cpu_devices:
         import jax
 
-        jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)  # before any backend starts
+        jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)
     explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.distributed or any(v is not None for v in explicit):
         from cnnjax.training.sharding import MeshError, initialize_distributed
@@ -151,20 +182,12 @@ def main(argv: list[str]) -> int:
         try:
             initialize_distributed(*explicit)
         except MeshError as err:
-            raise app.UsageError(str(err)) from None
-    # Library imports happen after flag parsing, which keeps `--help` fast.
-    errors = _user_errors()
-    try:
-        MODES[FLAGS.mode]()
-    except errors as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+            raise FlagError(str(err)) from None
 
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main, argv=_with_run_config(sys.argv))
+    app.run(main, argv=_with_run_config(sys.argv), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def train_cnns(config, dataset, seed: int = 0):
 
 
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
-    """Writes counts.csv/md, table.csv/md and small_filters.png; returns {"counts": rows, "training": rows}."""
+    """Writes counts.csv/md, table.csv/md and small_filters.png; returns the rows and the training history."""
     common.check_variant(variant)
     counts = count_stacks(CHANNELS[variant])
     common.write_table(workdir, counts, name="counts",
@@ -240,7 +240,7 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     rows, history = train_cnns(config, common.load(config))
     common.write_table(workdir, rows, title=f"One 5x5 conv vs two 3x3 convs per block, CIFAR-10 ({variant})")
     _plot(workdir, counts, rows, history)
-    return {"counts": counts, "training": rows}
+    return {"counts": counts, "training": rows, "history": history}
 
 
 def _plot(workdir: str, counts, rows, history) -> str:

@@ -18,19 +18,12 @@ def _cli(*args):
     return [sys.executable, "-m", "cnnjax.main", *args]
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def test_bad_config_fails_before_touching_the_workdir(tmp_path):
+def test_bad_config_fails_before_touching_the_workdir(tmp_path, subprocess_env):
     workdir = tmp_path / "run"
     result = subprocess.run(
         _cli(f"--config={DEFAULT}", f"--workdir={workdir}", "--config.model.name=resnet9000",
              "--config.optimizer.learning_rate=-1"),
-        capture_output=True, text=True, env=_env(), timeout=300,
+        capture_output=True, text=True, env=subprocess_env, timeout=300,
     )
     assert result.returncode == 2
     assert "model.name='resnet9000' is not a model; valid choices:" in result.stderr
@@ -38,11 +31,11 @@ def test_bad_config_fails_before_touching_the_workdir(tmp_path):
     assert not workdir.exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, subprocess_env):
     workdir = tmp_path / "run"
     args = _cli(f"--config={DEFAULT}", f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'tfds'}",
                 "--config.log_every_steps=5", "--config.num_epochs=4")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -62,7 +55,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
     assert str(stopped_at) in os.listdir(workdir / "checkpoints")
     assert not (workdir / "summary.json").exists()
 
-    rerun = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300)
+    rerun = subprocess.run(args, capture_output=True, text=True, env=subprocess_env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["steps"] == 4 * (4000 // 64)
@@ -72,11 +65,11 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_job_reaches_target_accuracy(tmp_path):
+def test_default_job_reaches_target_accuracy(tmp_path, subprocess_env):
     """The README's first command: >= 0.97 test accuracy on mnist5k."""
     result = subprocess.run(
         _cli(f"--config={DEFAULT}", f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'tfds'}"),
-        capture_output=True, text=True, env=_env(), timeout=600,
+        capture_output=True, text=True, env=subprocess_env, timeout=600,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

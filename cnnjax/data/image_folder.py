@@ -24,12 +24,14 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from cnnjax.data.errors import DataError
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_split, stratified_subset
 
 SPLIT_ALIASES = {
@@ -44,6 +46,17 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _LAYOUT = "root/<split>/<class>/<image> with split in train, validation (val), test"
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+BAD_IMAGE_CHOICES = ("error", "skip")
+# What a damaged archive raises while it is read: a truncated gzip stream
+# (EOFError, zlib.error) or tar structure (TarError), or the OS (OSError).
+_ARCHIVE_ERRORS = (EOFError, zlib.error, tarfile.TarError, OSError)
+
+
+def _archive_error(path: Path, err: Exception) -> DataError:
+    return DataError(
+        f"Archive {str(path)!r} (data.path) is truncated or corrupt ({type(err).__name__}: {err}); "
+        "re-create or re-download it (`tar tzf` lists it to the end when it is whole)."
+    )
 
 
 def _is_tarball(path: Path) -> bool:
@@ -73,18 +86,33 @@ class _Reader:
             self.files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
             self._members = {}
         elif _is_tarball(path):
-            self._tar = tarfile.open(path, "r:*")
-            members = [m for m in self._tar.getmembers() if m.isfile()]
+            try:
+                self._tar = tarfile.open(path, "r:*")
+                members = [m for m in self._tar.getmembers() if m.isfile()]
+            except _ARCHIVE_ERRORS as err:
+                raise _archive_error(path, err) from None
             self._members = {_strip_dot_slash(m.name): m for m in members}
             self.files = sorted(self._members)
         else:
-            raise ValueError(f"Image folder path {str(path)!r} is neither a directory nor a tar archive.")
+            raise DataError(
+                f"Image folder path {str(path)!r} (data.path) is neither a directory nor a tar archive "
+                "(.tar, .tar.gz, .tgz)."
+            )
         self.files = [f for f in self.files if _is_candidate(f)]
 
     def read(self, relpaths: Sequence[str]) -> list[bytes]:
         """Returns the bytes of each file, in the order given."""
         if self._tar is None:
-            return [(self._path / p).read_bytes() for p in relpaths]
+            try:
+                return [(self._path / p).read_bytes() for p in relpaths]
+            except OSError as err:
+                raise DataError(f"Cannot read image file {err.filename!r}: {err.strerror}.") from None
+        try:
+            return self._read_members(relpaths)
+        except _ARCHIVE_ERRORS as err:
+            raise _archive_error(self._path, err) from None
+
+    def _read_members(self, relpaths: Sequence[str]) -> list[bytes]:
         # A compressed tarball only streams forwards cheaply: read members in
         # archive order so the decompressor never has to restart.
         order = sorted(range(len(relpaths)), key=lambda i: self._members[relpaths[i]].offset_data)
@@ -107,12 +135,12 @@ def _index(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]
         if len(parts) >= 3 and parts[-3].lower() in SPLIT_ALIASES:
             candidates.append((tuple(parts[:-3]), parts[-3], parts[-2], relpath))
     if not candidates:
-        raise ValueError(f"No images found in {source!r}; expected the layout {_LAYOUT}.")
+        raise DataError(f"No images found in {source!r}; expected the layout {_LAYOUT}.")
     depth = min(len(c[0]) for c in candidates)
     prefixes = {c[0] for c in candidates if len(c[0]) == depth}
     if len(prefixes) > 1:
         shown = sorted("/".join(p) or "." for p in prefixes)
-        raise ValueError(f"Several dataset roots in {source!r}: {shown}; keep one.")
+        raise DataError(f"Several dataset roots in {source!r}: {shown}; keep one.")
     prefix = prefixes.pop()
     grouped: dict[str, list[tuple[str, str]]] = {}
     dir_names: dict[str, str] = {}
@@ -121,30 +149,39 @@ def _index(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]
             continue
         split = SPLIT_ALIASES[split_dir.lower()]
         if dir_names.setdefault(split, split_dir) != split_dir:
-            raise ValueError(
+            raise DataError(
                 f"Both {dir_names[split]!r} and {split_dir!r} in {source!r} name the {split!r} split; keep one."
             )
         grouped.setdefault(split, []).append((relpath, class_name))
     return grouped
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    """Decodes one image to uint8 (H, W, 1) or (H, W, 3)."""
+def _decode(data: bytes, name: str) -> np.ndarray | None:
+    """Decodes one image to uint8 (H, W, 1) or (H, W, 3); None when it cannot be decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             mode = image.mode
             image = image.convert("L" if mode in _GRAY_MODES else "RGB")
             array = np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot decode image {name!r}: {err}") from err
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
     return array[..., None] if array.ndim == 2 else array
+
+
+def bad_image_error(name: str, source: str) -> DataError:
+    """The error for an undecodable image under `data.bad_images='error'`."""
+    return DataError(
+        f"Cannot decode image {name!r} in {source!r}: not a readable image file. Remove or replace it, or "
+        "pass --config.data.bad_images=skip to leave such images out (they are counted in the log and "
+        "summary.json)."
+    )
 
 
 def _stack(images: list[np.ndarray], names: list[str], shape: tuple[int, int, int], ref: str) -> np.ndarray:
     """Stacks decoded images into (N, *shape), converting grayscale to RGB if needed."""
     for image, name in zip(images, names):
         if image.shape[:2] != shape[:2]:
-            raise ValueError(
+            raise DataError(
                 f"Images differ in size: {ref!r} is {shape[:2]}, {name!r} is "
                 f"{image.shape[:2]}; resize them to one size first."
             )
@@ -190,7 +227,7 @@ def select_image_files(
     limits = _split_limits(max_examples)
     grouped = _index(files, source)
     if "train" not in grouped:
-        raise ValueError(f"No 'train' split found in {source!r}; expected {_LAYOUT}.")
+        raise DataError(f"No 'train' split found in {source!r}; expected {_LAYOUT}.")
     class_names = tuple(sorted({c for items in grouped.values() for _, c in items}))
     class_index = {name: i for i, name in enumerate(class_names)}
     paths: dict[str, np.ndarray] = {}
@@ -225,6 +262,8 @@ def load_image_folder(
     max_examples: int | Mapping[str, int | None] | None = None,
     max_per_class: int | None = None,
     seed: int = DEFAULT_SEED,
+    bad_images: str = "error",
+    skipped: list[str] | None = None,
 ) -> tuple[Arrays, tuple[str, ...]]:
     """Loads an image-folder dataset into memory.
 
@@ -237,6 +276,9 @@ def load_image_folder(
         mapping split -> int or None. A seeded, class-stratified subset.
       max_per_class: Most examples per class in every split.
       seed: Seed for carving and for subset selection.
+      bad_images: ``error`` (an undecodable image raises) or ``skip`` (it is
+        left out of its split).
+      skipped: When given, receives the relative paths of skipped images.
 
     Returns:
       ``(arrays, class_names)``: ``arrays`` maps ``train``, ``validation``,
@@ -244,13 +286,18 @@ def load_image_folder(
       ``class_names`` are the sorted class-directory names.
 
     Raises:
-      FileNotFoundError: ``path`` does not exist.
-      ValueError: No images in the expected layout, no train split,
-        undecodable images or images of different sizes.
+      DataError: ``path`` does not exist or is a damaged archive, no images in
+        the expected layout, no train split, an undecodable image (with
+        ``bad_images='error'``) or images of different sizes.
     """
+    if bad_images not in BAD_IMAGE_CHOICES:
+        raise DataError(f"data.bad_images={bad_images!r} is unknown; valid choices: {', '.join(BAD_IMAGE_CHOICES)}.")
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"Image folder path {str(root)!r} does not exist.")
+        raise DataError(
+            f"Image folder path {str(root)!r} (data.path) does not exist; it must be a directory or a tar "
+            f"archive laid out as {_LAYOUT}."
+        )
     reader = _Reader(root)
     try:
         names, labels, class_names = select_image_files(
@@ -267,13 +314,19 @@ def load_image_folder(
         selected: dict[str, tuple[list[np.ndarray], list[str], np.ndarray]] = {}
         for split in SPLIT_NAMES:
             decoded = [_decode(next(blobs), name) for name in names[split]]
-            selected[split] = (decoded, names[split], labels[split])
+            bad = [name for name, image in zip(names[split], decoded) if image is None]
+            if bad and bad_images == "error":
+                raise bad_image_error(bad[0], str(root))
+            if skipped is not None:
+                skipped.extend(bad)
+            keep = [i for i, image in enumerate(decoded) if image is not None]
+            selected[split] = ([decoded[i] for i in keep], [names[split][i] for i in keep], labels[split][keep])
     finally:
         reader.close()
 
     first = next((x for decoded, _, _ in selected.values() for x in decoded), None)
     if first is None:
-        raise ValueError(f"No images selected from {str(root)!r}.")
+        raise DataError(f"No images selected from {str(root)!r}.")
     ref = next(names[0] for _, names, _ in selected.values() if names)
     channels = max(x.shape[2] for decoded, _, _ in selected.values() for x in decoded)
     shape = (first.shape[0], first.shape[1], channels)

@@ -19,6 +19,8 @@ max_eval_examples    None      same, for validation and for test
 validation_fraction  0.1       image folders without a validation split
 test_fraction        0.1       image folders without a test split
 preprocess           'none'    one of ``PREPROCESS_CHOICES``
+bad_images           'error'   image folders: ``error`` on an undecodable
+                               image, or ``skip`` it (``Dataset.skipped_images``)
 ==================== ========= ==============================================
 
 Only the TFDS path imports TensorFlow, and only when called.
@@ -30,7 +32,9 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from absl import logging
 
+from cnnjax.data.errors import DataError
 from cnnjax.data.image_folder import load_image_folder
 from cnnjax.data.preprocess import compute_preprocess_stats
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
@@ -79,6 +83,7 @@ class Dataset:
       test: Test split (final reporting only).
       mean: float32 mean, broadcastable to (H, W, C), in [0, 1] pixel scale.
       std: float32 std, same convention; apply ``(x / 255 - mean) / std``.
+      skipped_images: Undecodable image files left out (``bad_images='skip'``).
     """
 
     name: str
@@ -90,6 +95,7 @@ class Dataset:
     test: Split
     mean: np.ndarray
     std: np.ndarray
+    skipped_images: tuple[str, ...] = ()
 
 
 def list_datasets() -> tuple[str, ...]:
@@ -126,27 +132,35 @@ def load_dataset(data_config: Any) -> Dataset:
     Raises:
       DatasetNotPreparedError: A named TFDS set is not prepared and download
         is off.
-      ValueError: Bad configuration or data.
-      FileNotFoundError: The image folder path does not exist.
+      DataError: The data cannot be used (missing path, damaged archive,
+        undecodable image, bad split string); the message names the culprit.
     """
     name = _get(data_config, "name", None)
     if not name:
-        raise ValueError(f"data.name is required; documented choices: {', '.join(list_datasets())}.")
+        raise DataError(f"data.name is required; documented choices: {', '.join(list_datasets())}.")
     max_train = _get(data_config, "max_train_examples", None)
     max_eval = _get(data_config, "max_eval_examples", None)
     limits = {"train": max_train, "validation": max_eval, "test": max_eval}
+    skipped: list[str] = []
 
     if name == IMAGE_FOLDER:
         path = _get(data_config, "path", None)
         if not path:
-            raise ValueError("data.path (an image folder or tarball) is required when data.name='image_folder'.")
+            raise DataError("data.path (an image folder or tarball) is required when data.name='image_folder'.")
         arrays, class_names = load_image_folder(
             path,
             validation_fraction=_get(data_config, "validation_fraction", 0.1),
             test_fraction=_get(data_config, "test_fraction", 0.1),
             # Subset before decoding: images outside the subset are never read.
             max_examples=limits,
+            bad_images=_get(data_config, "bad_images", "error"),
+            skipped=skipped,
         )
+        if skipped:
+            logging.warning(
+                "data.bad_images=skip: left out %d undecodable image(s) from %s: %s%s",
+                len(skipped), path, ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "",
+            )
     else:
         overrides = {split: _get(data_config, f"{split}_split", None) for split in SPLIT_NAMES}
         arrays, info = load_tfds(
@@ -169,4 +183,5 @@ def load_dataset(data_config: Any) -> Dataset:
         test=splits["test"],
         mean=mean,
         std=std,
+        skipped_images=tuple(skipped),
     )

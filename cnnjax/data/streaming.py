@@ -85,7 +85,16 @@ import jax
 import numpy as np
 
 from cnnjax.data import host_augment
-from cnnjax.data.image_folder import _GRAY_MODES, _is_candidate, _Reader, _strip_dot_slash, select_image_files
+from cnnjax.data.errors import DataError
+from cnnjax.data.image_folder import (
+    _ARCHIVE_ERRORS,
+    _GRAY_MODES,
+    _archive_error,
+    _is_candidate,
+    _Reader,
+    _strip_dot_slash,
+    select_image_files,
+)
 from cnnjax.data.preprocess import PREPROCESS_CHOICES, compute_preprocess_stats
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
 
@@ -300,8 +309,13 @@ def _plain_tar(path: Path) -> Path:
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target and rename: concurrent processes never see half a file.
-        with opener(path, "rb") as src, tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as dst:
+            try:
+                with opener(path, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+            except _ARCHIVE_ERRORS as err:
+                os.unlink(dst.name)
+                raise _archive_error(path, err) from None
         os.replace(dst.name, cached)
     return cached
 
@@ -325,8 +339,11 @@ def _tar_index(tar: Path) -> dict[str, tuple[int, int]]:
     if stored.exists():
         index = {name: (offset, size) for name, offset, size in json.loads(stored.read_text())}
     else:
-        with tarfile.open(tar, "r:") as archive:
-            index = {_strip_dot_slash(m.name): (m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
+        try:
+            with tarfile.open(tar, "r:") as archive:
+                index = {_strip_dot_slash(m.name): (m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
+        except _ARCHIVE_ERRORS as err:
+            raise _archive_error(tar, err) from None
         try:
             stored.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=stored.parent, delete=False) as f:
@@ -344,10 +361,10 @@ class _FolderSource:
     def __init__(self, data_config: Any):
         path = _get(data_config, "path")
         if not path:
-            raise ValueError("data.path (an image folder or tar archive) is required when data.name='image_folder'.")
+            raise DataError("data.path (an image folder or tar archive) is required when data.name='image_folder'.")
         root = Path(path).expanduser()
         if not root.exists():
-            raise FileNotFoundError(
+            raise DataError(
                 f"Image folder path {str(root)!r} does not exist; data.path must be a directory or a tar archive "
                 "laid out as root/<split>/<class>/<image> with split in train, validation (val), test."
             )
@@ -362,7 +379,7 @@ class _FolderSource:
             self.members = _tar_index(self.tar)
             files = sorted(f for f in self.members if _is_candidate(f))
         else:
-            raise ValueError(f"Image folder path {str(root)!r} is neither a directory nor a tar archive.")
+            raise DataError(f"Image folder path {str(root)!r} (data.path) is neither a directory nor a tar archive.")
         self.names, self.labels, self.class_names = select_image_files(
             files,
             str(root),

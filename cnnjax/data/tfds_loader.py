@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cnnjax.data.errors import DataError
 from cnnjax.data.splits import SPLIT_NAMES
 
 OFFLINE_DATASETS = ("mnist5k", "digits")
@@ -114,7 +115,7 @@ def _supervised_keys(info) -> tuple[str, str]:
     image_shape = getattr(info.features[image_key], "shape", ())
     if len(image_shape) != 3 or None in image_shape:
         # Whole-split batching needs one fixed image size; TF's error would not say so.
-        raise ValueError(
+        raise DataError(
             f"{info.full_name!r} has images of shape {image_shape}; only fixed-size (H, W, C) image sets can "
             "be loaded whole. Pick a fixed-size config of the dataset or an image folder of resized images."
         )
@@ -138,7 +139,7 @@ def _get_builder(tfds, name: str, data_dir: str | None, download: bool, check_fe
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
-        raise ValueError(
+        raise DataError(
             f"Unknown dataset {name!r}: not a TFDS dataset and not found in data_dir {data_dir!r}."
         ) from err
     check_features(builder.info)  # Fail before asking anyone to download an unusable set.
@@ -188,11 +189,17 @@ def load_tfds(
     image_key, label_key = _supervised_keys(builder.info)
     arrays: Arrays = {}
     for split, split_string in split_strings.items():
-        dataset = builder.as_dataset(split=split_string, batch_size=-1)
+        try:
+            dataset = builder.as_dataset(split=split_string, batch_size=-1)
+        except (ValueError, KeyError, AssertionError) as err:  # TFDS's split parser raises these
+            raise DataError(
+                f"data.{split}_split={split_string!r} is not a split of {name!r} ({err}); its splits: "
+                f"{', '.join(builder.info.splits)}, optionally sliced as 'train[:90%]'."
+            ) from None
         example = tfds.as_numpy(dataset)
         images, labels = example[image_key], example[label_key]
         if images.dtype != np.uint8:
-            raise ValueError(f"{name!r} split {split_string!r} has {images.dtype} images; expected uint8.")
+            raise DataError(f"{name!r} split {split_string!r} has {images.dtype} images; expected uint8.")
         arrays[split] = (images, labels.astype(np.int32))
 
     label_feature = builder.info.features[label_key]

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.training.writers import atomic_write, save_figure
+
 MAX_LAYERS_IN_HISTOGRAMS = 8
 
 
@@ -48,7 +50,7 @@ def _layers(records: list[dict], quantity: str) -> list[str]:
 
 def _save(fig, workdir: str, name: str) -> str:
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, name), dpi=90)
+    save_figure(fig, os.path.join(workdir, name), dpi=90)
     _pyplot().close(fig)
     return name
 
@@ -230,8 +232,8 @@ def write_report(workdir: str, result: dict[str, Any], monitor=None) -> dict[str
     if lr_check:
         figures += plot_lr_range(workdir, lr_check)
     text = _markdown(result, figures)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
+    with atomic_write(os.path.join(workdir, "report.md")) as f:
         f.write(text)
-    with open(os.path.join(workdir, "report.html"), "w") as f:
+    with atomic_write(os.path.join(workdir, "report.html")) as f:
         f.write(_html(text, result, figures, workdir))
     return {"markdown": "report.md", "html": "report.html", "figures": [name for name, _ in figures]}

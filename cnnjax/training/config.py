@@ -7,10 +7,12 @@ what they need; every key exists here so that `--config.a.b=VALUE` can override 
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
-from cnnjax.data import PREPROCESS_CHOICES, list_datasets
+from cnnjax.data import BAD_IMAGE_CHOICES, PREPROCESS_CHOICES, list_datasets
 from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
 from cnnjax.training.profiling import parse_profile_steps
 
@@ -52,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.validation_fraction = 0.1
     c.data.test_fraction = 0.1
     c.data.preprocess = "standardize"
+    c.data.bad_images = "error"  # image folders: an undecodable image is an error, or `skip` leaves it out
     c.data.augment = ml_collections.ConfigDict()
     c.data.augment.crop_padding = 0
     c.data.augment.flip = False
@@ -190,11 +193,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         errors.append(f"model.name={config.model.name!r} is not a model; valid choices: {_choices(models)}")
     else:
         fields = model_fields(config.model.name)
+        option_choices = _model_option_choices(config.model.name)
         for key, value in model_overrides(config).items():
             need(
                 key in fields,
                 f"model.{key}={value!r}: model {config.model.name!r} has no option {key!r}; "
                 f"its options are: {_choices(f for f in fields if f != 'num_classes')}",
+            )
+            valid = option_choices.get(key)
+            need(
+                key not in fields or valid is None or value in valid,
+                f"model.{key}={value!r} is unknown; valid choices: {_choices(valid or ())}",
             )
     datasets = list_datasets()
     need(
@@ -204,6 +213,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     if config.data.name == "image_folder":
         need(bool(config.data.path), "data.path must name the image folder (or .tar.gz) when data.name='image_folder'")
+        need(
+            not config.data.path or os.path.exists(os.path.expanduser(config.data.path)),
+            f"data.path={config.data.path!r} does not exist; it must be a directory or a .tar/.tar.gz archive "
+            "laid out as root/<split>/<class>/<image>",
+        )
+    need(
+        config.data.get("bad_images", "error") in BAD_IMAGE_CHOICES,
+        f"data.bad_images={config.data.get('bad_images')!r} is unknown; valid choices: {_choices(BAD_IMAGE_CHOICES)}",
+    )
     need(
         config.data.preprocess in PREPROCESS_CHOICES,
         f"data.preprocess={config.data.preprocess!r} is unknown; valid choices: {_choices(PREPROCESS_CHOICES)}",
@@ -274,6 +292,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     if errors:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def _model_option_choices(model_name: str) -> dict[str, tuple[str, ...]]:
+    """The valid values of each named model option (the option is defined in cnnjax.models.layers)."""
+    from cnnjax.models import airbench, layers
+
+    choices = {
+        "activation": layers.ACTIVATION_CHOICES,
+        "kernel_init": layers.INIT_CHOICES,
+        "pooling": layers.POOLING_CHOICES,
+        "conv_impl": layers.CONV_IMPL_CHOICES,
+    }
+    if model_name.startswith("airbench"):  # its own extras: PyTorch's exact GELU and identity-start kernels
+        choices["activation"] = airbench.ACTIVATIONS
+        choices["kernel_init"] = (*layers.INIT_CHOICES, "dirac_uniform")
+    return choices
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train_examples: int) -> None:

@@ -35,7 +35,7 @@ from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.profiling import StepProfiler
 from cnnjax.training.run_data import write_data_info
 from cnnjax.training.state import count_params, create_train_state
-from cnnjax.training.writers import MetricWriter, truncate_metrics, write_json
+from cnnjax.training.writers import MetricWriter, read_metrics, truncate_metrics, write_json
 
 
 class WorkdirConfigMismatchError(RuntimeError):
@@ -195,8 +195,8 @@ def train_and_evaluate(
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
         logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
-        if primary:
-            truncate_metrics(workdir, int(state.step))
+    if primary:  # records past the restored step (all, with no checkpoint) are logged again
+        truncate_metrics(workdir, int(state.step))
     if primary:
         write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
     writer = MetricWriter(workdir, tensorboard=config.tensorboard) if primary else _NullWriter()
@@ -323,6 +323,9 @@ def train_and_evaluate(
         }
         if compile_s is not None:
             summary["compile_s"] = compile_s
+        if getattr(dataset, "skipped_images", ()):  # data.bad_images=skip: how many were left out, and which
+            summary.update({"data/skipped_images": len(dataset.skipped_images),
+                            "data/skipped_first": list(dataset.skipped_images[:5])})
         if status == "interrupted":
             summary.update(last_means)
             return summary
@@ -378,11 +381,7 @@ class _NullWriter:
 
 def _previous_train_metrics(workdir: str) -> dict[str, float]:
     """The last logged train/* means (a finished run resumed with nothing left to do)."""
-    path = os.path.join(workdir, "metrics.jsonl")
     found: dict[str, float] = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                found.update({k: v for k, v in record.items() if k.startswith("train/")})
+    for record in read_metrics(workdir):
+        found.update({k: v for k, v in record.items() if k.startswith("train/")})
     return found

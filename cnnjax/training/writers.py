@@ -1,11 +1,24 @@
-"""Run outputs: `metrics.jsonl` (one JSON object per logged event) and TensorBoard."""
+"""Run outputs that survive SIGKILL at any instant.
+
+Whole files (JSON, CSV, PNG, HTML) go through `atomic_write`: written to a
+temporary name beside the target, flushed to disk, then renamed over it, so a
+reader sees the old or the new version, never half of one. `metrics.jsonl` is
+append-only (one JSON object per line); a kill can leave a torn last line, which
+`read_metrics` ignores and `MetricWriter` cuts off before appending again.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from typing import Any, Mapping
+import tempfile
+from typing import IO, Any, Iterator, Mapping
+
+from absl import logging
+
+METRICS_FILE = "metrics.jsonl"
 
 
 def _plain(value: Any) -> Any:
@@ -15,11 +28,109 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _fsync_directory(directory: str) -> None:
+    # The rename itself is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """Opens a temporary file that replaces `path` when the block ends without error.
+
+    Args:
+      path: the file to (re)write.
+      mode: "w" (text) or "wb" (bytes).
+      **open_kwargs: passed to `open` (e.g. `newline=""` for CSV).
+
+    Yields:
+      The open temporary file. On an exception it is deleted and `path` is untouched.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def write_json(path: str, obj: Mapping[str, Any]) -> None:
+    """Writes JSON atomically."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
+        f.write("\n")
+
+
+def save_figure(fig, path: str, **savefig_kwargs: Any) -> None:
+    """`fig.savefig(path)`, atomically (the format comes from the file name)."""
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=fmt, **savefig_kwargs)
+
+
+def _complete_length(path: str) -> int:
+    """Bytes of `path` up to and including its last newline (a torn last line excluded)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data.rfind(b"\n") + 1
+
+
+def read_metrics(path_or_workdir: str) -> list[dict[str, Any]]:
+    """The records of a `metrics.jsonl` (or of `workdir/metrics.jsonl`), oldest first.
+
+    A torn last line (a run killed while appending) is dropped; so is any other
+    line that is not a JSON object, with a warning. A missing file has no records.
+    """
+    path = path_or_workdir
+    if os.path.isdir(path):
+        path = os.path.join(path, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    if lines and lines[-1].strip():
+        logging.warning("%s: dropped a torn last line (the writer was killed mid-line).", path)
+    records = []
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            logging.warning("%s:%d is not a JSON object; skipped.", path, number)
+            continue
+        records.append(record)
+    return records
+
+
 class MetricWriter:
     """Appends metrics to `workdir/metrics.jsonl` and TensorBoard event files."""
 
     def __init__(self, workdir: str, tensorboard: bool = True):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, METRICS_FILE)
+        if os.path.exists(self.path):
+            complete = _complete_length(self.path)
+            if complete != os.path.getsize(self.path):
+                # A torn last line: appending after it would glue two records together.
+                os.truncate(self.path, complete)
         self._file = open(self.path, "a")
         self._tb = None
         if tensorboard:
@@ -29,6 +140,7 @@ class MetricWriter:
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        # One write call of one whole line: a kill leaves at most a torn last line.
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -43,23 +155,15 @@ class MetricWriter:
 
 
 def truncate_metrics(workdir: str, after_step: int) -> None:
-    """Drops records past `after_step`: on resume those steps are run again."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    """Drops what a resumed run logs again: records past `after_step`, the final evaluation, a torn line.
+
+    The final evaluation's record (the only one with `eval/` keys) is written after
+    the last checkpoint, so a run resumed from that checkpoint evaluates and logs it again.
+    """
+    path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= after_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj: Mapping[str, Any]) -> None:
-    """Writes JSON atomically (temp file + rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
-        f.write("\n")
-    os.replace(tmp, path)
+    kept = [r for r in read_metrics(path)
+            if r.get("step", 0) <= after_step and not any(k.startswith("eval/") for k in r)]
+    with atomic_write(path) as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)

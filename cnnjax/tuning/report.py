@@ -9,7 +9,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from cnnjax.training.writers import write_json
+from cnnjax.training.writers import atomic_write, read_metrics, save_figure, write_json
 
 
 def write_results(workdir: str, rows: list[dict[str, Any]]) -> None:
@@ -19,7 +19,7 @@ def write_results(workdir: str, rows: list[dict[str, Any]]) -> None:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
+    with atomic_write(os.path.join(workdir, "results.csv"), newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
@@ -66,7 +66,7 @@ def write_plots(workdir: str, rows: list[dict[str, Any]], space: dict[str, Any])
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(workdir, "val_accuracy_vs_hparams.png")
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         written.append(os.path.basename(path))
     if "optimizer.learning_rate" in space and "optimizer.weight_decay" in space:
@@ -85,17 +85,13 @@ def write_plots(workdir: str, rows: list[dict[str, Any]], space: dict[str, Any])
         fig.colorbar(sc, label="best val accuracy")
         fig.tight_layout()
         path = os.path.join(workdir, "lr_wd_scatter.png")
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         written.append(os.path.basename(path))
     curves = defaultdict(list)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                rec = json.loads(line)
-                if "member" in rec and _finite(rec.get("train/loss")):
-                    curves[rec["member"]].append((rec["step"], rec["train/loss"]))
+    for rec in read_metrics(workdir):
+        if "member" in rec and _finite(rec.get("train/loss")):
+            curves[rec["member"]].append((rec["step"], rec["train/loss"]))
     if curves:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         diverged = {r["member"] for r in bad}
@@ -110,7 +106,7 @@ def write_plots(workdir: str, rows: list[dict[str, Any]], space: dict[str, Any])
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = os.path.join(workdir, "loss_curves.png")
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         written.append(os.path.basename(path))
     return written

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.data import image_folder, load_dataset
+from cnnjax.data import DataError, image_folder, load_dataset
 from cnnjax.data.image_folder import load_image_folder
 from experiments import common
 
@@ -129,7 +129,7 @@ def test_grayscale_and_mixed_channels(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         load_image_folder(tmp_path / "missing")
     (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
     (tmp_path / "empty" / "train" / "a" / "notes.txt").write_text("not an image")
@@ -145,6 +145,34 @@ def test_errors(tmp_path):
     (tmp_path / "file.bin").write_bytes(b"plain")
     with pytest.raises(ValueError, match="neither a directory nor a tar archive"):
         load_image_folder(tmp_path / "file.bin")
+
+
+def test_undecodable_image_is_an_error_naming_it_or_skipped_on_request(tmp_path):
+    _write_tree(tmp_path, {"train": {"a": 10, "b": 10}, "test": {"a": 2, "b": 2}})
+    (tmp_path / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(DataError, match=r"'train/b/broken.jpg'.*data.bad_images=skip"):
+        load_image_folder(tmp_path)
+    skipped: list[str] = []
+    arrays, _ = load_image_folder(tmp_path, bad_images="skip", skipped=skipped)
+    assert skipped == ["train/b/broken.jpg"]
+    reference, _ = load_image_folder(tmp_path, bad_images="skip")
+    for split in ("train", "validation", "test"):
+        np.testing.assert_array_equal(arrays[split][0], reference[split][0])
+    # All 20 good training images are kept (split between train and validation), the broken one is not.
+    assert len(arrays["train"][1]) + len(arrays["validation"][1]) == 20
+    config = ml_collections.ConfigDict({"name": "image_folder", "path": str(tmp_path), "bad_images": "skip"})
+    assert load_dataset(config).skipped_images == ("train/b/broken.jpg",)
+
+
+def test_truncated_archive_is_an_error_naming_it(tmp_path):
+    _write_tree(tmp_path / "tree", {"train": {"a": 40, "b": 40}})
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "tree", arcname=".")
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"data.tar.gz.*truncated or corrupt"):
+        load_image_folder(archive)
 
 
 def test_load_dataset_image_folder(tmp_path):
@@ -174,7 +202,7 @@ def test_image_folder_path_needs_no_tensorflow(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT)
 
 
-@pytest.mark.skipif(not CIFAR_ARCHIVE.exists(), reason=f"{CIFAR_ARCHIVE} is absent")
+@pytest.mark.needs_cifar10
 def test_real_cifar10_archive_subset():
     start = time.perf_counter()
     arrays, class_names = load_image_folder(CIFAR_ARCHIVE, max_examples={"train": 200, "validation": 20, "test": 20})

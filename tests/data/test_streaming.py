@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.data import host_augment, streaming
+from cnnjax.data import DataError, host_augment, streaming
 
 SIZE = 16
 STREAM_TRAIN, STREAM_TEST = 26, 6  # conftest's stream_jpeg (checked in test_info_tfds)
@@ -242,7 +242,7 @@ def test_bad_input_is_explained(tfds_config, stream_tfds, tmp_path):
         streaming.streaming_info(_config(data_dir=stream_tfds.data_dir, image_size=0))
     with pytest.raises(ValueError, match=r"no image feature 'values' .*features: label, values"):
         streaming.streaming_info(_config(name="stream_no_image", data_dir=stream_tfds.data_dir))
-    with pytest.raises(FileNotFoundError, match="does not exist.*root/<split>/<class>/<image>"):
+    with pytest.raises(DataError, match="does not exist.*root/<split>/<class>/<image>"):
         streaming.streaming_info(_config(name="image_folder", path=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="valid choices: none, channel_mean, standardize"):
         streaming.streaming_info(_config(data_dir=stream_tfds.data_dir, preprocess="mean_image"))

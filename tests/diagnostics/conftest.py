@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,31 +12,24 @@ from cnnjax.data import Dataset, Split
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_config(arg=None, name="default.py"):
-    spec = importlib.util.spec_from_file_location("cfg_diag_" + name[:-3], ROOT / "experiments" / "configs" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 @pytest.fixture(scope="session")
 def diag_data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("diag_tfds"))
 
 
 @pytest.fixture(scope="session")
-def mnist5k(diag_data_dir):
+def mnist5k(diag_data_dir, load_config):
     """The default config's data set (4,000 training digits)."""
     from cnnjax.data import load_dataset
 
-    config = load_config()
+    config = load_config("default")
     config.data.data_dir = diag_data_dir
     return load_dataset(config.data)
 
 
 @pytest.fixture()
-def default_config(diag_data_dir):
-    config = load_config()
+def default_config(diag_data_dir, load_config):
+    config = load_config("default")
     config.data.data_dir = diag_data_dir
     config.progress_bar = False
     return config

@@ -28,13 +28,12 @@ def _batch():
     return {"image": jax.random.normal(jax.random.PRNGKey(1), (16, 28, 28, 1)), "label": jnp.arange(16) % 10}
 
 
-def test_monitor_off_is_the_plain_step_and_on_adds_per_layer_metrics():
+def test_monitor_off_is_the_plain_step_and_on_adds_per_layer_metrics(assert_trees_equal):
     state, batch = _state(), _batch()
     plain_state, plain = jax.jit(train_step)(state, batch)  # monitor=None: the plain program
     on_state, on = jax.jit(train_step, static_argnames="monitor")(state, batch, monitor=LayerMonitor())
     assert set(plain) < set(on)
-    for a, b in zip(jax.tree_util.tree_leaves(plain_state), jax.tree_util.tree_leaves(on_state)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # monitoring never changes training
+    assert_trees_equal(on_state, plain_state, rtol=1e-5, atol=1e-6)  # monitoring never changes training
     layers = ["Conv_0", "Conv_1", "Dense_0", "Dense_1", "Dense_2"]
     for layer in layers:
         param = state.params[layer]["kernel"]
@@ -43,7 +42,14 @@ def test_monitor_off_is_the_plain_step_and_on_adds_per_layer_metrics():
                                    np.linalg.norm(update) / np.linalg.norm(param), rtol=1e-4)
     # Hidden layers only: the logits (Dense_2) are not an activation.
     assert sorted(k.split("/", 2)[2] for k in on if k.startswith("monitor/act_std/")) == layers[:-1]
-    assert all(0.0 <= float(on[f"monitor/dead_fraction/{layer}"]) <= 1.0 for layer in layers[:-1])
+    # A layer whose bias pushes every pre-activation below zero is all dead; at init it is not.
+    params = {name: dict(layer_params) for name, layer_params in state.params.items()}
+    params["Dense_0"]["bias"] = params["Dense_0"]["bias"] - 1e4
+    _, dead = jax.jit(train_step, static_argnames="monitor")(state.replace(params=params), batch,
+                                                              monitor=LayerMonitor())
+    assert float(dead["monitor/dead_fraction/Dense_0"]) == 1.0
+    assert float(on["monitor/dead_fraction/Dense_0"]) < 0.5
+    assert float(dead["monitor/dead_fraction/Conv_0"]) == float(on["monitor/dead_fraction/Conv_0"])
 
 
 def test_a_population_vmaps_the_monitored_step_unchanged():

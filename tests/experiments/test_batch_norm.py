@@ -15,8 +15,7 @@ import pytest
 from experiments import batch_norm, common
 from experiments.configs.batch_norm import get_config
 
-pytestmark = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+pytestmark = pytest.mark.needs_cifar10
 
 
 @pytest.fixture(scope="module")

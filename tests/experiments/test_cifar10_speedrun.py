@@ -14,8 +14,7 @@ import pytest
 from cnnjax.models import airbench, get_model
 from experiments import cifar10_speedrun, common
 
-needs_archive = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                   reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+needs_archive = pytest.mark.needs_cifar10
 # The tests check behaviour, not speed: compile with XLA's cheap settings.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -66,6 +65,7 @@ def test_param_count_is_the_reference_airbench94():
     # Whitening 24x3x2x2 + 24; groups (24->64, 64->256, 256->256) of two 3x3 convs + BN weight and bias; head 256x10.
     assert total == airbench.reference_param_count() == 1_972_792
     labels = airbench.param_labels(params)
+    assert jax.tree.structure(labels) == jax.tree.structure(params)
     frozen = sum(p.size for p, lab in zip(jax.tree.leaves(params), jax.tree.leaves(labels)) if lab == airbench.FROZEN)
     assert frozen == 288 + 2 * (64 + 256 + 256)  # whitening kernel + the BN scales the reference keeps at 1
     assert params["whiten"]["kernel"].shape == (2, 2, 3, 24)
@@ -78,6 +78,7 @@ def test_optimizer_leaves_frozen_parameters_and_stops_the_whitening_bias():
     params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes["params"])
     tx = cifar10_speedrun.make_optimizer(config, steps_per_epoch=2, total_steps=6)  # bias frozen after 1 epoch
     labels = airbench.param_labels(params)
+    assert jax.tree.structure(labels) == jax.tree.structure(params)
 
     @jax.jit
     def step(params, state):
@@ -127,13 +128,15 @@ def test_smoke_run_writes_table_summary_and_plot(smoke):
     assert [r["epoch"] for r in rows] == ["1", "2", "final"]
     clocks = [float(r["clock_s"]) for r in rows]
     assert clocks == sorted(clocks) and clocks[0] > 0
-    assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in rows)
     assert rows[-1]["tta_level"] == "2"
     assert [int(r["steps"]) for r in rows] == [4, 7, 7]  # 1.75 epochs of 4 steps: the last epoch stops at 7
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
     assert summary["train_examples"] == 256 and summary["val_examples"] == 100
     record = summary["runs"][0]
+    # Each accuracy counts correct predictions among the validation images, and the table's last is the run's.
+    assert all(_is_count_over(float(r["val_accuracy"]), summary["val_examples"]) for r in rows)
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(record["final_accuracy"], abs=1e-6)
     assert record["time_to_target_s"] == pytest.approx(clocks[0])
     assert record["time_to_target_with_compile_s"] == pytest.approx(clocks[0] + summary["compile_s"])
     assert set(summary["compile_breakdown_s"]) == {"init", "fit_whitening", "train_epoch", "epoch_eval", "final_eval"}
@@ -183,3 +186,8 @@ def test_data_and_programs_need_no_tensorflow():
                           timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(20, 32, 32, 3) (10, 32, 32, 3)" in done.stdout
+
+
+def _is_count_over(accuracy: float, examples: int) -> bool:
+    """An accuracy measured on `examples` images is a whole number of them (a mean of batch means is not)."""
+    return abs(accuracy * examples - round(accuracy * examples)) < 1e-4 * examples

@@ -13,8 +13,7 @@ import pytest
 from experiments import common, degradation
 from experiments.configs.degradation import get_config
 
-pytestmark = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+pytestmark = pytest.mark.needs_cifar10
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def test_members_outside_the_mixed_paths_are_rejected():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(), reason="CIFAR-10 JPEG archive not found")
+@pytest.mark.needs_cifar10
 def test_train_mixed_equals_common_train():
     """One mixed population gives each member the curve `common.train` gives it (one population per optimiser)."""
     from experiments.configs.optimizers import get_config

@@ -8,8 +8,7 @@ import pytest
 from experiments import common, optimizers
 from experiments.configs.optimizers import OPTIMIZERS, get_config
 
-pytestmark = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+pytestmark = pytest.mark.needs_cifar10
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,9 @@ def test_grids_are_the_configured_ones_and_each_winner_is_its_grids_best(result)
 def test_every_tuned_optimiser_learns(result):
     out = result[1]
     for row in out["rows"]:
-        assert math.isfinite(row["final_train_loss"]) and 0.0 <= row["best_val_acc"] <= 1.0
+        assert math.isfinite(row["final_train_loss"])
+        # An accuracy over the 500 validation images is a whole number of them.
+        assert abs(row["best_val_acc"] * 500 - round(row["best_val_acc"] * 500)) < 0.05, row
         # Chance is 0.1 on CIFAR-10; the loss starts near ln 10 = 2.30.
         assert row["best_val_acc"] > 0.1 or row["final_train_loss"] < row["first_window_loss"], row
         steps, losses = out["curves"][row["optimizer"]]

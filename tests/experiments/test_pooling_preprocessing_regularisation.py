@@ -14,8 +14,7 @@ from experiments.configs import pooling as pooling_config
 from experiments.configs import preprocessing as preprocessing_config
 from experiments.configs import regularisation as regularisation_config
 
-pytestmark = pytest.mark.skipif(not common.CIFAR_ARCHIVE.exists(),
-                                reason=f"CIFAR-10 JPEG archive not found at {common.CIFAR_ARCHIVE}")
+pytestmark = pytest.mark.needs_cifar10
 
 
 def _run(module, tmp_path_factory, name):

@@ -28,29 +28,27 @@ def _outputs_and_grads(slow, fast, x):
     "kernel,strides,padding",
     [((5, 5), (1, 1), "VALID"), ((3, 3), (2, 2), ((1, 1), (1, 1))), ((3, 3), (1, 1), "SAME"), ((1, 1), (2, 2), "VALID")],
 )
-def test_im2col_matches_xla_conv(kernel, strides, padding):
+def test_im2col_matches_xla_conv(kernel, strides, padding, assert_trees_equal):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 11, 3))
     conv = layers.Conv(4, kernel, strides=strides, padding=padding, impl="xla")
     params = conv.init(jax.random.PRNGKey(1), x)
     fast = layers.Conv(4, kernel, strides=strides, padding=padding, impl="im2col")
     np.testing.assert_allclose(fast.apply(params, x), conv.apply(params, x), rtol=1e-5, atol=1e-5)
     grad = lambda m: jax.grad(lambda p: jnp.sum(m.apply(p, x) ** 2))(params)  # noqa: E731
-    for a, b in zip(jax.tree_util.tree_leaves(grad(fast)), jax.tree_util.tree_leaves(grad(conv))):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert_trees_equal(grad(fast), grad(conv), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
     "shape,kernel,padding,features",
     [((2, 10, 10, 1), (5, 5), "VALID", 6), ((2, 7, 9, 2), (3, 2), ((1, 2), (0, 1)), 3)],
 )
-def test_banded_matches_xla_conv(shape, kernel, padding, features):
+def test_banded_matches_xla_conv(shape, kernel, padding, features, assert_trees_equal):
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     (slow_y, slow_grads), (fast_y, fast_grads) = _outputs_and_grads(
         layers.Conv(features, kernel, padding=padding, impl="xla"),
         layers.Conv(features, kernel, padding=padding, impl="banded"), x)
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(fast_grads), jax.tree_util.tree_leaves(slow_grads)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert_trees_equal(fast_grads, slow_grads, rtol=1e-4, atol=1e-4)
 
 
 def test_banded_falls_back_for_strided_convolutions():

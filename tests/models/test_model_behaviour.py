@@ -105,5 +105,12 @@ def test_lenet5_original_rbf_prototypes_are_fixed_constants():
     assert sum(leaf.size for leaf in jax.tree.leaves(variables["params"]["C3"])) == 1516
     prototypes = lenet_original.rbf_prototypes(10)
     assert prototypes.shape == (10, 84) and set(np.unique(prototypes)) == {-1.0, 1.0}
-    np.testing.assert_array_equal(prototypes, lenet_original.rbf_prototypes(10))
+    assert len({row.tobytes() for row in prototypes}) == 10, "one distinct prototype per class"
+    # The logits are minus the squared distances from F6's output to these prototypes.
+    x = jax.random.normal(jax.random.PRNGKey(3), (3, 32, 32, 1))
+    params = model.init(RNGS, x, train=False)
+    logits, state = model.apply(params, x, train=False, capture_intermediates=True)
+    f6 = lenet_original.scaled_tanh(state["intermediates"]["F6"]["__call__"][0])
+    expected = -np.sum((np.asarray(f6)[:, None, :] - prototypes[None]) ** 2, axis=-1)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)
     assert sum(len(c) for c in lenet_original.C3_CONNECTIONS) == 60

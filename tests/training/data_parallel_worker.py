@@ -17,6 +17,8 @@ import optax  # noqa: E402
 
 
 def _max_diff(a, b) -> float:
+    paths = [[jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(t)] for t in (a, b)]
+    assert paths[0] == paths[1], "tree structures differ"
     return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 

@@ -5,20 +5,9 @@ import pytest
 from cnnjax.training.config import ConfigError, base_config, validate_against_data, validate_config
 
 
-def _default():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "default.py"
-    spec = importlib.util.spec_from_file_location("default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def test_default_and_base_configs_are_valid():
+def test_default_and_base_configs_are_valid(load_config):
     validate_config(base_config())
-    validate_config(_default())
+    validate_config(load_config("default"))
 
 
 @pytest.mark.parametrize(

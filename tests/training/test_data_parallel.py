@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,17 +99,9 @@ def test_incomplete_coordinator_flags_are_a_usage_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_streaming_run_reads_per_process_shares(tmp_path):
+def test_two_process_streaming_run_reads_per_process_shares(tmp_path, write_two_class_jpegs):
     """Each process streams its own half of the files; together they train one model."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(("dark", "light")):
-        for split, count in (("train", 32), ("test", 8)):
-            os.makedirs(tmp_path / "folder" / split / name)
-            for i in range(count):
-                pixels = rng.normal(60 + 130 * label, 30, (40, 48, 3)).clip(0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(tmp_path / "folder" / split / name / f"{i}.jpg")
+    write_two_class_jpegs(tmp_path / "folder")
     port = str(_free_port())
     worker = str(Path(__file__).with_name("multihost_stream_worker.py"))
     procs = [subprocess.Popen([sys.executable, worker, str(rank), port, str(tmp_path / "folder"),

@@ -93,17 +93,16 @@ def test_loss_includes_l2_and_l1_on_kernels_and_label_smoothing():
     np.testing.assert_allclose(m0["data_loss"], m1["data_loss"], rtol=1e-6)
 
 
-def test_nonfinite_step_leaves_state_unchanged():
+def test_nonfinite_step_leaves_state_unchanged(assert_trees_equal):
     state = _state()
     batch = _batch()
     bad = {**batch, "image": batch["image"].at[0, 0, 0, 0].set(jnp.nan)}
     new_state, metrics = jax.jit(train_step)(state, bad)
     assert float(metrics["finite"]) == 0.0
-    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new_state)):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_equal(new_state, state)
 
 
-def test_train_step_is_pure_and_vmaps_unchanged():
+def test_train_step_is_pure_and_vmaps_unchanged(assert_trees_equal):
     """vmap over two states gives what two separate calls give."""
     batch = _batch()
     s0 = _state(lr=0.1)
@@ -114,8 +113,7 @@ def test_train_step_is_pure_and_vmaps_unchanged():
     vs, vm = jax.jit(jax.vmap(train_step, in_axes=(0, None)))(stacked, batch)
     for i, single in enumerate((s0, s1)):
         ss, sm = jax.jit(train_step)(single, batch)
-        for a, b in zip(jax.tree_util.tree_leaves(ss), jax.tree_util.tree_leaves(vs)):
-            np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
+        assert_trees_equal(jax.tree_util.tree_map(lambda b, i=i: b[i], vs), ss, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(sm["loss"], vm["loss"][i], rtol=1e-6)
 
 

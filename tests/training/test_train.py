@@ -1,7 +1,6 @@
 """End to end: outputs, resume == uninterrupted, workdir refusal, non-finite stop."""
 
 import glob
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,23 +15,16 @@ from experiments import common
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_config(name="default.py", arg=None):
-    spec = importlib.util.spec_from_file_location("cfg_" + name[:-3], ROOT / "experiments" / "configs" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.fixture(scope="module")
-def smoke(data_dir):
+def smoke(data_dir, load_config):
     from cnnjax.data import load_dataset
 
-    config = load_config(arg="smoke")
+    config = load_config("default", "smoke")
     config.data.data_dir = data_dir
     config.num_epochs = 2
     config.checkpoint_every_steps = 5
@@ -40,9 +32,8 @@ def smoke(data_dir):
     return config, load_dataset(config.data)
 
 
-def _params(workdir, config, dataset):
+def _params(workdir, config, dataset, restore_checkpoint):
     """Final params of the run in `workdir`, read back from its last checkpoint."""
-    from cnnjax.training.checkpoint import Checkpointer
     from cnnjax.training.optim import optimizer_from_config
     from cnnjax.training.state import create_train_state
     from cnnjax.training.train import build_model
@@ -50,10 +41,7 @@ def _params(workdir, config, dataset):
     model = build_model(config, dataset.num_classes)
     tx = optimizer_from_config(config, 8, 16)
     state = create_train_state(model, tx, jax.random.PRNGKey(0), dataset.image_shape)
-    ckpt = Checkpointer(str(workdir))
-    restored = ckpt.restore(state)
-    ckpt.close()
-    return restored
+    return restore_checkpoint(workdir, state)
 
 
 def test_run_writes_pinned_outputs(smoke, tmp_path):
@@ -72,7 +60,7 @@ def test_run_writes_pinned_outputs(smoke, tmp_path):
     assert os.listdir(tmp_path / "checkpoints")
 
 
-def test_resume_equals_uninterrupted_bitwise(smoke, tmp_path):
+def test_resume_equals_uninterrupted_bitwise(smoke, tmp_path, assert_trees_equal, restore_checkpoint):
     config, dataset = smoke
     full = train_and_evaluate(config, str(tmp_path / "full"), dataset=dataset)
     part = train_and_evaluate(config, str(tmp_path / "split"), dataset=dataset, stop_after_steps=7)
@@ -80,10 +68,9 @@ def test_resume_equals_uninterrupted_bitwise(smoke, tmp_path):
     assert not (tmp_path / "split" / "summary.json").exists()
     resumed = train_and_evaluate(config, str(tmp_path / "split"), dataset=dataset)
     assert resumed["steps"] == 16
-    a = _params(tmp_path / "full", config, dataset)
-    b = _params(tmp_path / "split", config, dataset)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_array_equal(x, y)
+    a = _params(tmp_path / "full", config, dataset, restore_checkpoint)
+    b = _params(tmp_path / "split", config, dataset, restore_checkpoint)
+    assert_trees_equal(a, b)
     assert full["eval/accuracy"] == resumed["eval/accuracy"]
     assert full["eval/loss"] == resumed["eval/loss"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
@@ -127,9 +114,9 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(smoke, tm
 CIFAR_JPG = common.CIFAR_ARCHIVE
 
 
-@pytest.mark.skipif(not CIFAR_JPG.exists(), reason="the CIFAR-10 JPEG archive is not on this machine")
-def test_trains_a_few_steps_on_the_cifar10_image_folder(tmp_path):
-    config = load_config("image_folder.py")
+@pytest.mark.needs_cifar10
+def test_trains_a_few_steps_on_the_cifar10_image_folder(tmp_path, load_config):
+    config = load_config("image_folder")
     config.data.path = str(CIFAR_JPG)
     config.data.max_train_examples = 256
     config.data.max_eval_examples = 64
@@ -139,23 +126,14 @@ def test_trains_a_few_steps_on_the_cifar10_image_folder(tmp_path):
     config.progress_bar = False
     summary = train_and_evaluate(config, str(tmp_path))
     assert summary["steps"] == 8 and summary["dataset"] == "image_folder"
-    assert 0.0 <= summary["eval/accuracy"] <= 1.0 and np.isfinite(summary["train/loss"])
+    assert np.isfinite(summary["train/loss"])
+    # Evaluated on the 64 test images: a whole number of them right.
+    assert abs(summary["eval/accuracy"] * 64 - round(summary["eval/accuracy"] * 64)) < 1e-3
 
 
 @pytest.fixture(scope="module")
-def jpeg_folder(tmp_path_factory):
-    """Two classes of noisy JPEGs (dark / light), 40x48 pixels, train and test splits."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(("dark", "light")):
-        for split, count in (("train", 32), ("test", 8)):
-            os.makedirs(root / split / name)
-            for i in range(count):
-                pixels = rng.normal(60 + 130 * label, 30, (40, 48, 3)).clip(0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.jpg")
-    return str(root)
+def jpeg_folder(tmp_path_factory, write_two_class_jpegs):
+    return write_two_class_jpegs(tmp_path_factory.mktemp("folder"))
 
 
 def test_streaming_run_trains_evaluates_and_resumes(jpeg_folder, tmp_path):

@@ -1,0 +1,54 @@
+"""The fault-injection harness: its file checks find real damage; two kill points end to end (slow)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _faults():
+    spec = importlib.util.spec_from_file_location("faults", ROOT / "experiments" / "benchmarks" / "faults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_file_checks_tell_whole_files_from_torn_ones(tmp_path):
+    faults = _faults()
+    (tmp_path / "summary.json").write_text('{"steps": 8}\n')
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    (tmp_path / ".summary.json.x.tmp").write_text("{")  # a writer's temporary file: not an output
+    assert faults.check_workdir(tmp_path, allow_torn_tail=False) == {}
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"st')
+    assert faults.check_workdir(tmp_path, allow_torn_tail=True) == {}
+    assert faults.check_workdir(tmp_path, allow_torn_tail=False) == {"metrics.jsonl": "torn last line"}
+    (tmp_path / "summary.json").write_text('{"steps": 8, "eval/acc')
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n3")
+    problems = faults.check_workdir(tmp_path, allow_torn_tail=True)
+    assert sorted(problems) == ["results.csv", "summary.json"]
+    assert problems["summary.json"].startswith("JSONDecodeError")
+
+
+def test_event_file_framing(tmp_path):
+    faults = _faults()
+    record = (5).to_bytes(8, "little") + b"\0" * 4 + b"hello" + b"\0" * 4
+    (tmp_path / "events.out.tfevents.1").write_bytes(record * 3)
+    assert faults._check_records(tmp_path / "events.out.tfevents.1") is None
+    (tmp_path / "events.out.tfevents.1").write_bytes(record * 3 + record[:10])
+    assert faults._check_records(tmp_path / "events.out.tfevents.1") == "torn tail"
+
+
+@pytest.mark.slow
+def test_two_kill_points_resume_to_the_uninterrupted_result(tmp_path):
+    faults = _faults()
+    half = faults.run_half("single", faults.SINGLE_FLAGS, 2, 0, tmp_path, tmp_path / "tfds")
+    assert half["kill_points"] == 2
+    assert half["resumed"] == 2, json.dumps(half["points"], indent=1)
+    assert half["identical"] == 2, json.dumps(half["points"], indent=1)
+    assert half["files_corrupted"] == 0
+    assert [p["kind"] for p in half["points"]] == ["random", "checkpoint"]

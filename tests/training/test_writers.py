@@ -1,0 +1,76 @@
+"""Crash-safe outputs: whole files replaced atomically, a torn metrics line dropped on read and resume."""
+
+import json
+import os
+
+import pytest
+
+from cnnjax.training.writers import MetricWriter, atomic_write, read_metrics, truncate_metrics, write_json
+
+TORN = '{"step": 12, "train/lo'
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(str(path), {"a": 1})
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_write(str(path)) as f:
+            f.write('{"a": 2, "b"')  # half a new version ...
+            raise RuntimeError("killed")  # ... then the writer dies
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["summary.json"], "no temporary file is left behind"
+    write_json(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+
+
+def test_read_metrics_drops_a_torn_last_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 4, "train/loss": 2.0}\n{"step": 8, "train/loss": 1.5}\n' + TORN)
+    assert read_metrics(str(tmp_path)) == [{"step": 4, "train/loss": 2.0}, {"step": 8, "train/loss": 1.5}]
+    assert read_metrics(str(tmp_path / "metrics.jsonl")) == read_metrics(str(tmp_path))
+    assert read_metrics(str(tmp_path / "absent")) == []
+
+
+def test_writer_cuts_a_torn_line_before_appending(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 4, "train/loss": 2.0}\n' + TORN)
+    writer = MetricWriter(str(tmp_path), tensorboard=False)
+    writer.write(12, {"train/loss": 1.25})
+    writer.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"step": 4, "train/loss": 2.0}, {"step": 12, "train/loss": 1.25}]
+
+
+def test_truncate_metrics_survives_a_torn_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 4, "train/loss": 2.0}\n{"step": 8, "train/loss": 1.5}\n{"step": 8, "eval/accuracy": 0.5}\n'
+        '{"step": 12, "train/loss": 1.0}\n' + TORN)
+    truncate_metrics(str(tmp_path), after_step=8)
+    # The final evaluation's record goes too: the resumed run evaluates again.
+    assert read_metrics(str(tmp_path)) == [{"step": 4, "train/loss": 2.0}, {"step": 8, "train/loss": 1.5}]
+    assert (tmp_path / "metrics.jsonl").read_text().endswith("\n")
+
+
+def test_run_with_a_torn_metrics_line_resumes(load_config, tmp_path):
+    """(That a resumed run equals an uninterrupted one is tests/training/test_train.py's and faults.py's.)"""
+    from cnnjax.data import load_dataset
+    from cnnjax.training.train import train_and_evaluate
+
+    config = load_config("default", "smoke")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.progress_bar = config.tensorboard = False
+    dataset = load_dataset(config.data)
+
+    workdir = tmp_path / "killed"
+    train_and_evaluate(config, str(workdir), dataset=dataset, stop_after_steps=4)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write(TORN)  # what a SIGKILL in the middle of a metrics write leaves
+    resumed = train_and_evaluate(config, str(workdir), dataset=dataset)
+    assert resumed["status"] == "completed" and resumed["steps"] == 8
+    steps = [r["step"] for r in read_metrics(str(workdir)) if "train/loss" in r]
+    assert steps == list(range(1, 9)), "every step logged once, none torn"
+    # Run again once finished: the final evaluation is logged again, and only once.
+    train_and_evaluate(config, str(workdir), dataset=dataset)
+    finals = [r for r in read_metrics(str(workdir)) if "eval/accuracy" in r]
+    assert len(finals) == 1 and finals[0]["step"] == 8
+    assert (workdir / "metrics.jsonl").read_text().endswith("\n")
