@@ -34,6 +34,7 @@ import numpy as np
 from absl import logging
 
 from cnnjax.training import config as config_lib
+from cnnjax.training.loop import Schedule
 from cnnjax.training.train import _config_as_json, check_workdir
 from cnnjax.training.writers import MetricWriter, write_json
 from cnnjax.tuning import plans as plans_lib
@@ -174,10 +175,6 @@ def _groups(members):
     return space_lib.split_static(members)
 
 
-def _eval_every(config, steps_per_epoch):
-    return max(1, int(config.eval_every_epochs * steps_per_epoch)) if config.eval_every_epochs else None
-
-
 def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], num_epochs: float | None = None):
     """Trains members (split into static groups) for the whole budget."""
     for static, idx in _groups(members):
@@ -187,7 +184,7 @@ def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], n
         _pad_check(sweep, pop)
         trainer = sweep.trainer(group_config)
         steps = pop.total_steps if num_epochs is None else int(round(num_epochs * pop.steps_per_epoch))
-        trainer.train(pop, steps, _eval_every(group_config, pop.steps_per_epoch))
+        trainer.train(pop, steps, Schedule.from_config(group_config, sweep.dataset.train.num_examples).eval_every_steps)
         sweep.note_plans(trainer, static)
 
 
