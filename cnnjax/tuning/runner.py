@@ -52,6 +52,13 @@ class MemberRecord:
         return row
 
 
+def grow_total(bar, units: int) -> None:
+    """Adds `units` to a progress bar's total, unless the total was planned up front (`bar.planned`)."""
+    if not getattr(bar, "planned", False):
+        bar.total = (bar.total or 0) + units
+        bar.refresh()
+
+
 def _eval_arrays(split, batch_size):
     return tuple(jnp.asarray(a) for a in pipeline.pad_for_eval(split.images, split.labels, batch_size))
 
@@ -92,6 +99,8 @@ class PopulationTrainer:
         # Extra fields of every metric record (the sweep's phase), so a resume can cut the log exactly.
         self.log_fields: dict[str, Any] = {}
         self.stopped: str | None = None
+        # Population size -> plan to use without measuring (a resumed sweep keeps the plan it had).
+        self.forced_plans: dict[int, plans.Plan] = {}
 
     # -- placement ------------------------------------------------------------
     def place(self, population: Population) -> Population:
@@ -114,8 +123,10 @@ class PopulationTrainer:
         if size not in self._compiled:
             args = (population.state, population.alive, population.data_keys, permutations,
                     jnp.asarray(0), self.images, self.labels)
+            forced = self.forced_plans.get(size)
+            requested, chunk = (forced.name, forced.chunk_size) if forced else (self.requested_plan, self.chunk_size)
             plan, fn, trials = plans.choose_plan(
-                self.member_step, args, self.requested_plan, self.chunk_size, self.shared, mesh=self.mesh)
+                self.member_step, args, requested, chunk, self.shared, mesh=self.mesh)
             self.trials += trials
             self._compiled[size] = (plan, fn)
         return self._compiled[size][1]
@@ -176,8 +187,7 @@ class PopulationTrainer:
         schedule = Schedule(population.steps_per_epoch, population.total_steps, eval_every_steps,
                             self.config.log_every_steps, self.config.checkpoint_every_steps)
         if self.progress is not None:
-            self.progress.total = (self.progress.total or 0) + num_steps * population.size
-            self.progress.refresh()
+            grow_total(self.progress, num_steps * population.size)
         task = _PopulationTask(self, population, checkpoint)
         result = run_loop(task, (population.state, population.alive), population.step, end, schedule,
                           eval_at_end=True, stop_at=stop_at, bar=self.progress, units_per_step=population.size,
