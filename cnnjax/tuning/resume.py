@@ -147,7 +147,7 @@ class Phases:
                 grow_total(bar, (pop.step - start) * pop.size)
                 bar.update((pop.step - start) * pop.size)
         trainer.log_fields = {"phase": phase}
-        if pop.step < end:
+        if len(self.phase_records) == phase:  # not finished (a phase of 0 steps still evaluates)
             stop_at = None
             if self.stop_after_steps is not None:
                 stop_at = start + self.stop_after_steps - self.global_done

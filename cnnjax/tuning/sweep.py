@@ -377,6 +377,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         try:
             STRATEGIES[config.sweep.strategy](sweep)
             best_runs = write_best_runs(sweep)
+        except SweepResumeError as err:
+            raise SweepError(str(err)) from None
         except SweepInterrupted as stopped:
             progress.close()
             message = (f"Sweep stopped at {stopped}; checkpoint saved in {sweep.phases.checkpointer.directory}. "
