@@ -186,7 +186,7 @@ def _halve(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], min_epoc
             where = ", ".join(f"{k} {v}" for k, v in (label or {}).items())
             pop = sweep.phases.train(trainer, pop, steps, None,
                                      f"{where + ', ' if where else ''}rung {len(rungs_log) + 1} "
-                                     f"({pop.size} members to {target:g} epochs)")
+                                     f"({pop.size} member{'s' if pop.size > 1 else ''} to {target:g} epochs)")
             epochs_done = target
             ranked = sorted(range(pop.size), key=lambda i: -score(sweep.records[pop.ids[i]]))
             keep = max(1, math.ceil(pop.size / s.eta))
