@@ -83,6 +83,13 @@ def truncate_sweep_metrics(workdir: str, phase: int, step: int) -> None:
     os.replace(tmp, path)
 
 
+def _skip(bar, units: int) -> None:
+    """Moves a progress bar past work done before a resume without counting it in the rate (and ETA)."""
+    bar.n += units
+    bar.last_print_n = bar.n
+    bar.refresh()
+
+
 def _plan_key(config: ml_collections.ConfigDict) -> str:
     return hashlib.sha1(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
 
@@ -139,13 +146,13 @@ class Phases:
             self.global_done += num_steps
             if bar is not None:
                 grow_total(bar, num_steps * pop.size)
-                bar.update(num_steps * pop.size)
+                _skip(bar, num_steps * pop.size)
             return dataclasses.replace(pop, step=end)
         if self.resume is not None:  # the phase the checkpoint is in
             pop = self._restore(pop, phase, start)
             if bar is not None:
                 grow_total(bar, (pop.step - start) * pop.size)
-                bar.update((pop.step - start) * pop.size)
+                _skip(bar, (pop.step - start) * pop.size)
         trainer.log_fields = {"phase": phase}
         if len(self.phase_records) == phase:  # not finished (a phase of 0 steps still evaluates)
             stop_at = None
