@@ -50,6 +50,7 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
 )
 from cnnjax.tuning.population import member_config, set_member_values, take_members
 from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
+from cnnjax.tuning.space import narrow_space  # noqa: F401 (re-exported)
 
 STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "hyperband", "pbt")
 # PBT perturbs only values that act during training (not seeds or init scale).
@@ -117,37 +118,6 @@ def run_single(sweep: Sweep) -> None:
     members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
                                seed=s.seed, grid_points=s.grid_points)
     _train_groups(sweep, members, sweep.new_records(members))
-
-
-def narrow_space(space: dict[str, space_lib.Distribution], top: list[dict[str, Any]],
-                 edge_fraction: float = 0.1) -> tuple[dict[str, space_lib.Distribution], list[str]]:
-    """The next coarse-to-fine range of each continuous dimension.
-
-    `top` holds the best members' values, best first. Each range shrinks (in
-    warped, e.g. log, space) to the span of `top` plus 10% of the old width on
-    each side; when the best value lies within `edge_fraction` of an edge, the
-    range is instead widened past that edge by half its width, with a warning.
-    """
-    new_space, warnings = dict(space), []
-    for path, dist in space.items():
-        if dist.kind in ("choice", "int"):
-            continue
-        lo, hi = dist.warped_bounds()
-        width = hi - lo
-        vals = [dist._to_warped(values[path]) for values in top]
-        best = vals[0]
-        new_lo, new_hi = max(lo, min(vals) - 0.1 * width), min(hi, max(vals) + 0.1 * width)
-        if best - lo < edge_fraction * width:
-            new_lo = lo - 0.5 * width
-            warnings.append(f"best {path}={top[0][path]:.4g} sits on the low edge of {dist}; widening below it")
-        if hi - best < edge_fraction * width:
-            new_hi = hi + 0.5 * width
-            warnings.append(f"best {path}={top[0][path]:.4g} sits on the high edge of {dist}; widening above it")
-        new_lo_v, new_hi_v = dist.from_warped(new_lo), dist.from_warped(new_hi)
-        if dist.kind == "one_minus_loguniform":
-            new_lo_v, new_hi_v = max(new_lo_v, 0.0), min(new_hi_v, 1 - 1e-9)
-        new_space[path] = dist.with_range(new_lo_v, new_hi_v)
-    return new_space, warnings
 
 
 def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
