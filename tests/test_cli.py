@@ -74,3 +74,31 @@ def test_default_job_reaches_target_accuracy(tmp_path, subprocess_env):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["eval/accuracy"] >= 0.97
+
+
+def test_resuming_a_different_sweep_exits_2_and_writes_nothing(tmp_path, subprocess_env):
+    import importlib.util
+
+    from cnnjax.tuning.sweep import run_sweep
+
+    config_path = ROOT / "experiments" / "configs" / "sweep_lr_wd.py"
+    spec = importlib.util.spec_from_file_location("cfg_sweep_cli", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.progress_bar = False
+    config.checkpoint_every_steps = 3
+    workdir = tmp_path / "sweep"
+    assert run_sweep(config, str(workdir), stop_after_steps=3)["status"] == "interrupted"
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    result = subprocess.run(
+        _cli("--mode=sweep", f"--config={config_path}:smoke", f"--workdir={workdir}",
+             f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.progress_bar=False",
+             "--config.checkpoint_every_steps=3", "--config.sweep.population_size=3", "--allow_config_change"),
+        capture_output=True, text=True, env=subprocess_env, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "holds a checkpoint of a different sweep" in result.stderr
+    assert "sweep.population_size: 4 -> 3" in result.stderr
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before

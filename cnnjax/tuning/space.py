@@ -262,3 +262,34 @@ def split_static(members: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any]
         groups.setdefault(key, []).append(i)
         statics[key] = static
     return [(statics[k], idx) for k, idx in groups.items()]
+
+
+def narrow_space(space: dict[str, Distribution], top: list[dict[str, Any]],
+                 edge_fraction: float = 0.1) -> tuple[dict[str, Distribution], list[str]]:
+    """The next coarse-to-fine range of each continuous dimension.
+
+    `top` holds the best members' values, best first. Each range shrinks (in
+    warped, e.g. log, space) to the span of `top` plus 10% of the old width on
+    each side; when the best value lies within `edge_fraction` of an edge, the
+    range is instead widened past that edge by half its width, with a warning.
+    """
+    new_space, warnings = dict(space), []
+    for path, dist in space.items():
+        if dist.kind in ("choice", "int"):
+            continue
+        lo, hi = dist.warped_bounds()
+        width = hi - lo
+        vals = [dist._to_warped(values[path]) for values in top]
+        best = vals[0]
+        new_lo, new_hi = max(lo, min(vals) - 0.1 * width), min(hi, max(vals) + 0.1 * width)
+        if best - lo < edge_fraction * width:
+            new_lo = lo - 0.5 * width
+            warnings.append(f"best {path}={top[0][path]:.4g} sits on the low edge of {dist}; widening below it")
+        if hi - best < edge_fraction * width:
+            new_hi = hi + 0.5 * width
+            warnings.append(f"best {path}={top[0][path]:.4g} sits on the high edge of {dist}; widening above it")
+        new_lo_v, new_hi_v = dist.from_warped(new_lo), dist.from_warped(new_hi)
+        if dist.kind == "one_minus_loguniform":
+            new_lo_v, new_hi_v = max(new_lo_v, 0.0), min(new_hi_v, 1 - 1e-9)
+        new_space[path] = dist.with_range(new_lo_v, new_hi_v)
+    return new_space, warnings

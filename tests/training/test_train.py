@@ -60,13 +60,20 @@ def test_run_writes_pinned_outputs(smoke, tmp_path):
     assert os.listdir(tmp_path / "checkpoints")
 
 
-def test_resume_equals_uninterrupted_bitwise(smoke, tmp_path, assert_trees_equal, restore_checkpoint):
+def test_resume_equals_uninterrupted_bitwise(smoke, tmp_path, capsys, assert_trees_equal, restore_checkpoint):
     config, dataset = smoke
     full = train_and_evaluate(config, str(tmp_path / "full"), dataset=dataset)
     part = train_and_evaluate(config, str(tmp_path / "split"), dataset=dataset, stop_after_steps=7)
     assert part["status"] == "interrupted" and part["steps"] == 7
     assert not (tmp_path / "split" / "summary.json").exists()
+    # Checkpoint 7 damaged after it was written: the resume falls back to checkpoint 5 and says so.
+    for path in glob.glob(str(tmp_path / "split" / "checkpoints" / "7" / "**"), recursive=True):
+        if os.path.isfile(path) and os.path.getsize(path) and "_CHECKPOINT_METADATA" not in path:
+            Path(path).write_bytes(b"not a checkpoint")
+    capsys.readouterr()
     resumed = train_and_evaluate(config, str(tmp_path / "split"), dataset=dataset)
+    out = capsys.readouterr().out
+    assert "Checkpoint 7 in" in out and "is unreadable" in out and "Resuming from step 5 of 16" in out
     assert resumed["steps"] == 16
     a = _params(tmp_path / "full", config, dataset, restore_checkpoint)
     b = _params(tmp_path / "split", config, dataset, restore_checkpoint)
