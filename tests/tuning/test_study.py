@@ -63,7 +63,7 @@ def test_tpe_batches_are_distinct_in_range_and_told(tmp_path):
     study = study_lib.open_study(_sweep_config(), str(tmp_path / "w"), space)
     assert study.storage_url == f"sqlite:///{tmp_path / 'w' / 'study.db'}"
     assert study.name == "w"
-    for round_index in range(3):
+    for _ in range(3):
         asked = study.ask(8)
         keys = {tuple(sorted(v.items())) for _, v in asked}
         assert len(keys) == 8
