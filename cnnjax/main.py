@@ -51,6 +51,8 @@ def _sweep() -> None:
     from cnnjax.tuning.sweep import run_sweep
 
     summary = run_sweep(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
+    if summary.get("status") == "interrupted":
+        return
     print(f"Sweep: {summary['members']} members, {summary['diverged']} diverged; best member "
           f"{summary['best_member']} val accuracy {summary['best_val_accuracy']} with {summary['best_values']}. "
           f"Results in {FLAGS.workdir}/results.csv")

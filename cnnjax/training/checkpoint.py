@@ -1,42 +1,123 @@
 """Checkpoints with orbax: periodic, atomic (orbax writes to a temporary
-directory and renames it), keeping the last N."""
+directory and renames it), keeping the last N.
+
+A checkpoint that cannot be read back (its files damaged after the rename) is
+moved aside to `checkpoints-unreadable/` and the previous one is used, with a
+log line saying so. A save cut short by a kill leaves only orbax's temporary
+directory, which orbax ignores (and removes).
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import flax
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+class NoReadableCheckpointError(RuntimeError):
+    """Every checkpoint in the directory failed to restore."""
 
 
 class Checkpointer:
-    """Saves and restores a `TrainState` (its array leaves) under `workdir/checkpoints`."""
+    """Saves and restores a pytree (e.g. a `TrainState`, its array leaves) under `workdir/checkpoints`.
+
+    `save(state)` / `restore(state)` write a single run's format (one item);
+    `save(tree, step=, meta=)` adds a JSON item `meta` next to the arrays, in
+    the same atomic checkpoint (a sweep's records and strategy state).
+    """
 
     def __init__(self, workdir: str, keep: int = 3):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self._manager = ocp.CheckpointManager(
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, state: Any) -> None:
-        """Saves `state` at its own step and waits, so the file is complete on return."""
-        step = int(state.step)
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, state: Any, step: int | None = None, meta: dict[str, Any] | None = None) -> None:
+        """Saves `state` at `step` (default: its own `.step`) and waits, so the files are complete on return."""
+        step = int(state.step) if step is None else int(step)
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)))
+        tree = flax.serialization.to_state_dict(state)
+        if meta is None:
+            args = ocp.args.StandardSave(tree)
+        else:
+            # Stored as one string: JSON with NaN survives, and the arrays and the records stay one checkpoint.
+            args = ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                      meta=ocp.args.JsonSave({"json": json.dumps(meta)}))
+        self._manager.save(step, args=args)
         self._manager.wait_until_finished()
 
-    def restore(self, state: Any, step: int | None = None) -> Any:
-        """Returns `state` with its leaves replaced by checkpoint `step` (latest if None)."""
-        step = self.latest_step() if step is None else step
+    def restore(self, state: Any, step: int | None = None, with_meta: bool = False) -> Any:
+        """Returns `state` with its leaves replaced by checkpoint `step` (default: the latest readable one).
+
+        With `with_meta`, returns (state, meta) of a checkpoint saved with `meta`.
+        """
         target = flax.serialization.to_state_dict(state)
-        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        return flax.serialization.from_state_dict(state, restored)
+
+        def read(s):
+            if not with_meta:
+                return self._manager.restore(s, args=ocp.args.StandardRestore(target)), None
+            out = self._manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                   meta=ocp.args.JsonRestore()))
+            return out["state"], json.loads(out["meta"]["json"])
+
+        if step is None:
+            _, (tree, meta) = self.first_readable(read)
+        else:
+            tree, meta = read(step)
+        restored = flax.serialization.from_state_dict(state, tree)
+        return (restored, meta) if with_meta else restored
+
+    def read_meta(self) -> tuple[int, dict[str, Any]] | None:
+        """(step, meta) of the latest readable checkpoint (arrays checked too), or None if there is none."""
+        if self.latest_step() is None:
+            return None
+
+        def read(s):
+            out = self._manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                   meta=ocp.args.JsonRestore()))
+            return json.loads(out["meta"]["json"])
+
+        return self.first_readable(read)
+
+    def first_readable(self, read: Callable[[int], Any]) -> tuple[int, Any]:
+        """`read(step)` of the newest checkpoint it succeeds on; unreadable newer ones are moved aside."""
+        for step in reversed(self.all_steps()):
+            try:
+                return step, read(step)
+            except Exception as err:  # noqa: BLE001 (any failure to read means: not usable)
+                aside = os.path.join(self.directory + "-unreadable", str(step))
+                message = (f"Checkpoint {step} in {self.directory} is unreadable ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else ''}); moved to {aside}, "
+                           "using the previous one.")
+                logging.warning(message)
+                print(message, flush=True)
+                self._set_aside(step, aside)
+        raise NoReadableCheckpointError(f"No readable checkpoint in {self.directory}")
+
+    def _set_aside(self, step: int, aside: str) -> None:
+        self._manager.close()
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        if os.path.exists(aside):
+            shutil.rmtree(aside)
+        os.replace(os.path.join(self.directory, str(step)), aside)
+        self._manager = self._open()
 
     def close(self) -> None:
         self._manager.close()

@@ -149,6 +149,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep.pbt_interval_epochs = 1.0
     c.sweep.pbt_fraction = 0.25
     c.sweep.pbt_perturb = (0.8, 1.25)
+    c.sweep.keep_best = 1  # the best members (on validation accuracy) written as run workdirs under best/
     return c
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from cnnjax.training.feeds import (  # noqa: F401 (eval_split, make_*: re-export
     make_step_fn,
     member_keys,
 )
+from cnnjax.training.loop import Schedule, progress_bar, run_loop
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.state import count_params, create_train_state
 from cnnjax.training.writers import MetricWriter, truncate_metrics, write_json
@@ -74,35 +74,6 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, allow_config_
             + "\n  ".join(diffs)
             + "\nUse a new --workdir, or pass --allow_config_change to resume this run with the new config."
         )
-
-
-class _StopRequest:
-    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -168,8 +139,8 @@ def train_and_evaluate(
     check_workdir(config, workdir, allow_config_change)
     model = build_model(config, num_classes)
 
-    steps_per_epoch = num_train // config.batch_size
-    total_steps = steps_per_epoch * config.num_epochs
+    schedule = Schedule.from_config(config, num_train)
+    steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
     tx = optimizer_from_config(config, steps_per_epoch, total_steps)
     init_key, data_key = member_keys(config.seed, config.get("data_seed"))
     state = create_train_state(
@@ -192,6 +163,7 @@ def train_and_evaluate(
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
         logging.info("Resumed from %s at step %d.", checkpointer.directory, int(state.step))
+        print(f"Resuming from step {int(state.step)} of {total_steps} ({checkpointer.directory}).", flush=True)
         if primary:
             truncate_metrics(workdir, int(state.step))
     if primary:
@@ -202,110 +174,27 @@ def train_and_evaluate(
         feed = StreamingFeed(config, mesh, start_step=int(state.step))
     else:
         feed = InMemoryFeed(config, dataset, mesh, sharding.replicate(data_key, mesh))
-    jit_step = feed.make_step()
+    task = _RunTask(config, feed, writer, checkpointer, schedule, monitor)
     if monitor is not None:
-        jit_monitored = feed.make_step(monitor.step_monitor)
         monitor.start(state, total_steps)
-    monitored: list[tuple[int, dict[str, jax.Array]]] = []
-    monitor_stop: str | None = None
 
     step = int(state.step)
-    last_finite: dict[str, float] = {}
-    last_means: dict[str, float] = {}
-    pending: list[dict[str, jax.Array]] = []
-    interval_start = time.time()
-    compile_s = None
-    eval_every_steps = config.eval_every_epochs * steps_per_epoch
-    status = "completed"
-
-    def flush(step: int) -> None:
-        """Brings the pending step metrics to the host, checks them, logs means."""
-        nonlocal pending, interval_start, last_finite, monitored, monitor_stop
-        if not pending:
-            return
-        values = jax.device_get(pending)
-        first_step = step - len(values) + 1
-        for offset, m in enumerate(values):
-            if not (m["finite"] > 0 and math.isfinite(float(m["loss"]))):
-                bad = first_step + offset
-                good = "\n  ".join(f"{k}: {v:.6g}" for k, v in sorted(last_finite.items())) or "(none logged yet)"
-                raise NonFiniteLossError(
-                    f"Non-finite loss at step {bad} (loss={float(m['loss'])}). "
-                    f"Last finite metrics (step {bad - 1}):\n  {good}\n"
-                    f"The last good checkpoint is kept in {checkpointer.directory}. Lower "
-                    "optimizer.learning_rate, add schedule.warmup_epochs or optimizer.grad_clip_norm."
-                )
-            last_finite = {k: float(v) for k, v in m.items() if k != "finite"}
-        elapsed = max(time.time() - interval_start, 1e-9)
-        means = {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
-        means["train/steps_per_sec"] = len(values) / elapsed
-        means["train/examples_per_sec"] = len(values) * config.batch_size / elapsed
-        means["train/epoch"] = step / steps_per_epoch
-        writer.write(step, means)
-        if monitor is not None:
-            host = [(s, jax.device_get(m)) for s, m in monitored]
-            for s, m in host:
-                writer.write(s, m)
-            monitor_stop = monitor.log(step, state, means, host) or monitor_stop
-            monitored = []
-        last_means.clear()
-        last_means.update(means)
-        bar.set_postfix(
-            loss=f"{means['train/loss']:.4f}",
-            acc=f"{means['train/accuracy']:.3f}",
-            img_s=f"{means['train/examples_per_sec']:.0f}",
-            refresh=False,
-        )
-        pending = []
-        interval_start = time.time()
-
-    bar = _progress(total_steps, step, config.progress_bar and primary)
+    bar = progress_bar(total_steps, step, config.progress_bar and primary)
+    task.bar = bar
     try:
-        with _StopRequest() as stop:
-            while step < total_steps:
-                args = feed.step_args(step)
-                t0 = time.time()
-                if monitor is not None and step % monitor.every == 0:
-                    state, metrics = jit_monitored(state, *args)
-                    metrics = dict(metrics)
-                    monitored.append((step + 1, {k: metrics.pop(k) for k in list(metrics) if k.startswith("monitor/")}))
-                else:
-                    state, metrics = jit_step(state, *args)
-                if compile_s is None:  # the first call compiles
-                    jax.block_until_ready(metrics)
-                    compile_s = time.time() - t0
-                pending.append(metrics)
-                step += 1
-                bar.update(1)
-                stopping = stop.signal_name is not None or step == stop_after_steps
-                if step % config.log_every_steps == 0 or step == total_steps or stopping:
-                    flush(step)
-                if monitor_stop and not stopping:
-                    stopping = True
-                if eval_every_steps and step % eval_every_steps == 0 and step < total_steps and "val" in feed.eval_splits:
-                    flush(step)
-                    val = feed.evaluate(state, "val")
-                    writer.write(step, {f"val/{k}": v for k, v in val.items()})
-                    if monitor is not None:
-                        writer.write(step, monitor.evaluate(step, val))
-                    bar.set_description(f"val acc {val['accuracy']:.4f}", refresh=False)
-                if step % config.checkpoint_every_steps == 0 or stopping:
-                    flush(step)
-                    checkpointer.save(state)
-                if monitor_stop:
-                    print(f"Stopped early at step {step}: {monitor_stop}", flush=True)
-                    status = "stopped_early"
-                    break
-                if stopping:
-                    reason = stop.signal_name or f"stop_after_steps={stop_after_steps}"
-                    bar.close()
-                    logging.warning("Stopped at step %d (%s); checkpoint saved.", step, reason)
-                    print(f"Stopped at step {step} ({reason}); checkpoint saved in "
-                          f"{checkpointer.directory}. Run the same command again to resume.", flush=True)
-                    status = "interrupted"
-                    break
+        result = run_loop(task, state, step, total_steps, schedule, stop_at=stop_after_steps, bar=bar)
+        state, step = result.state, result.step
+        status = "completed"
+        if result.early:
+            print(f"Stopped early at step {step}: {result.stopped}", flush=True)
+            status = "stopped_early"
+        elif result.stopped:
+            bar.close()
+            logging.warning("Stopped at step %d (%s); checkpoint saved.", step, result.stopped)
+            print(f"Stopped at step {step} ({result.stopped}); checkpoint saved in "
+                  f"{checkpointer.directory}. Run the same command again to resume.", flush=True)
+            status = "interrupted"
         bar.close()
-        flush(step)
         summary: dict[str, Any] = {
             "status": status,
             "steps": step,
@@ -314,13 +203,13 @@ def train_and_evaluate(
             "model": config.model.name,
             "dataset": feed.name,
         }
-        if compile_s is not None:
-            summary["compile_s"] = compile_s
+        if result.first_step_s is not None:
+            summary["compile_s"] = result.first_step_s
         if status == "interrupted":
-            summary.update(last_means)
+            summary.update(task.last_means)
             return summary
         checkpointer.save(state)
-        summary.update(last_means or _previous_train_metrics(workdir))
+        summary.update(task.last_means or _previous_train_metrics(workdir))
         for name in feed.eval_splits:
             result = feed.evaluate(state, name)
             summary.update({f"{name}/{k}": v for k, v in result.items()})
@@ -337,6 +226,82 @@ def train_and_evaluate(
         checkpointer.close()
         if feed is not None:
             feed.close()
+
+
+class _RunTask:
+    """The single run as a `LoopTask`: one jitted step, means logged, NaN stops the run."""
+
+    def __init__(self, config, feed, writer, checkpointer, schedule: Schedule, monitor):
+        self.config, self.feed, self.writer, self.checkpointer = config, feed, writer, checkpointer
+        self.schedule, self.monitor = schedule, monitor
+        self.jit_step = feed.make_step()
+        self.jit_monitored = feed.make_step(monitor.step_monitor) if monitor is not None else None
+        self.monitored: list[tuple[int, dict[str, jax.Array]]] = []
+        self.monitor_stop: str | None = None
+        self.last_finite: dict[str, float] = {}
+        self.last_means: dict[str, float] = {}
+        self.interval_start = time.time()
+        self.bar = None
+
+    def step(self, state, step):
+        args = self.feed.step_args(step)
+        if self.monitor is not None and step % self.monitor.every == 0:
+            state, metrics = self.jit_monitored(state, *args)
+            metrics = dict(metrics)
+            self.monitored.append((step + 1, {k: metrics.pop(k) for k in list(metrics) if k.startswith("monitor/")}))
+            return state, metrics
+        return self.jit_step(state, *args)
+
+    def flush(self, state, step, pending) -> None:
+        """Brings the pending step metrics to the host, checks them, logs means."""
+        values = jax.device_get(pending)
+        first_step = step - len(values) + 1
+        for offset, m in enumerate(values):
+            if not (m["finite"] > 0 and math.isfinite(float(m["loss"]))):
+                bad = first_step + offset
+                good = "\n  ".join(f"{k}: {v:.6g}" for k, v in sorted(self.last_finite.items())) or "(none logged yet)"
+                raise NonFiniteLossError(
+                    f"Non-finite loss at step {bad} (loss={float(m['loss'])}). "
+                    f"Last finite metrics (step {bad - 1}):\n  {good}\n"
+                    f"The last good checkpoint is kept in {self.checkpointer.directory}. Lower "
+                    "optimizer.learning_rate, add schedule.warmup_epochs or optimizer.grad_clip_norm."
+                )
+            self.last_finite = {k: float(v) for k, v in m.items() if k != "finite"}
+        elapsed = max(time.time() - self.interval_start, 1e-9)
+        means = {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
+        means["train/steps_per_sec"] = len(values) / elapsed
+        means["train/examples_per_sec"] = len(values) * self.config.batch_size / elapsed
+        means["train/epoch"] = step / self.schedule.steps_per_epoch
+        self.writer.write(step, means)
+        if self.monitor is not None:
+            host = [(s, jax.device_get(m)) for s, m in self.monitored]
+            for s, m in host:
+                self.writer.write(s, m)
+            self.monitor_stop = self.monitor.log(step, state, means, host) or self.monitor_stop
+            self.monitored = []
+        self.last_means = means
+        self.bar.set_postfix(
+            loss=f"{means['train/loss']:.4f}",
+            acc=f"{means['train/accuracy']:.3f}",
+            img_s=f"{means['train/examples_per_sec']:.0f}",
+            refresh=False,
+        )
+        self.interval_start = time.time()
+
+    def evaluate(self, state, step) -> None:
+        if "val" not in self.feed.eval_splits:
+            return
+        val = self.feed.evaluate(state, "val")
+        self.writer.write(step, {f"val/{k}": v for k, v in val.items()})
+        if self.monitor is not None:
+            self.writer.write(step, self.monitor.evaluate(step, val))
+        self.bar.set_description(f"val acc {val['accuracy']:.4f}", refresh=False)
+
+    def checkpoint(self, state, step) -> None:
+        self.checkpointer.save(state)
+
+    def early_stop(self) -> str | None:
+        return self.monitor_stop
 
 
 def _load_dataset_once(config: ml_collections.ConfigDict):

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.data import pipeline
+from cnnjax.training.loop import Schedule
 from cnnjax.training.optim import find_hyperparams, optimizer_from_config, set_hyperparams
 from cnnjax.training.state import TrainState, create_train_state, make_apply_fn
 from cnnjax.training.train import build_model, eval_split, make_step_fn, member_keys
@@ -119,8 +120,8 @@ def init_population(
     """
     if len(members) < 1:
         raise ValueError(f"a population needs at least 1 member, got {len(members)}")
-    steps_per_epoch = num_train_examples // config.batch_size
-    total_steps = steps_per_epoch * config.num_epochs
+    schedule = Schedule.from_config(config, num_train_examples)
+    steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
     keys = [member_keys(int(m.get("seed", config.seed)),
                         m.get("data_seed", config.get("data_seed"))) for m in members]
     init_keys = jnp.stack([k[0] for k in keys])

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.data import pipeline
+from cnnjax.training.loop import Schedule, run_loop
 from cnnjax.tuning import plans
 from cnnjax.tuning.population import (
     Population,
@@ -51,6 +52,13 @@ class MemberRecord:
         return row
 
 
+def grow_total(bar, units: int) -> None:
+    """Adds `units` to a progress bar's total, unless the total was planned up front (`bar.planned`)."""
+    if not getattr(bar, "planned", False):
+        bar.total = (bar.total or 0) + units
+        bar.refresh()
+
+
 def _eval_arrays(split, batch_size):
     return tuple(jnp.asarray(a) for a in pipeline.pad_for_eval(split.images, split.labels, batch_size))
 
@@ -88,6 +96,11 @@ class PopulationTrainer:
         self._eval_fns: dict[str, Any] = {}
         self._compiled: dict[int, tuple[plans.Plan, Any]] = {}
         self.trials: list[plans.Trial] = []
+        # Extra fields of every metric record (the sweep's phase), so a resume can cut the log exactly.
+        self.log_fields: dict[str, Any] = {}
+        self.stopped: str | None = None
+        # Population size -> plan to use without measuring (a resumed sweep keeps the plan it had).
+        self.forced_plans: dict[int, plans.Plan] = {}
 
     # -- placement ------------------------------------------------------------
     def place(self, population: Population) -> Population:
@@ -110,8 +123,10 @@ class PopulationTrainer:
         if size not in self._compiled:
             args = (population.state, population.alive, population.data_keys, permutations,
                     jnp.asarray(0), self.images, self.labels)
+            forced = self.forced_plans.get(size)
+            requested, chunk = (forced.name, forced.chunk_size) if forced else (self.requested_plan, self.chunk_size)
             plan, fn, trials = plans.choose_plan(
-                self.member_step, args, self.requested_plan, self.chunk_size, self.shared, mesh=self.mesh)
+                self.member_step, args, requested, chunk, self.shared, mesh=self.mesh)
             self.trials += trials
             self._compiled[size] = (plan, fn)
         return self._compiled[size][1]
@@ -151,77 +166,35 @@ class PopulationTrainer:
             rec.val_history.append((step, rec.val_accuracy))
             if alive[i] and not (rec.best_val_accuracy >= rec.val_accuracy):
                 rec.best_val_accuracy = rec.val_accuracy
-            rows.append({"member": member, "val/accuracy": rec.val_accuracy, "val/loss": rec.val_loss})
+            rows.append({"member": member, "val/accuracy": rec.val_accuracy, "val/loss": rec.val_loss,
+                         **self.log_fields})
         if self.writer:
             for row in rows:
                 self.writer.write(step, row)
         return accuracy
 
     # -- training ---------------------------------------------------------------
-    def train(self, population: Population, num_steps: int, eval_every_steps: int | None = None) -> Population:
-        """Advances every member by `num_steps` steps (frozen members stay put)."""
+    def train(self, population: Population, num_steps: int, eval_every_steps: int | None = None, *,
+              checkpoint=None, stop_at: int | None = None, stop=None) -> Population:
+        """Advances every member by `num_steps` steps (frozen members stay put).
+
+        `checkpoint(population)` is called every `checkpoint_every_steps` and
+        when stopped (SIGTERM / SIGINT on `stop`, or step `stop_at`). Returns the
+        population; `self.stopped` says why it stopped early (None: it ran all steps).
+        """
         population = self.place(population)
-        spe = population.steps_per_epoch
-        n = self.dataset.train.num_examples
-        state, alive = population.state, population.alive
-        step = population.step
-        end = step + num_steps
-        perms, perm_epoch = None, -1
-        pending: list[tuple[Any, Any]] = []
-        log_every = self.config.log_every_steps
+        end = population.step + num_steps
+        schedule = Schedule(population.steps_per_epoch, population.total_steps, eval_every_steps,
+                            self.config.log_every_steps, self.config.checkpoint_every_steps)
         if self.progress is not None:
-            self.progress.total = (self.progress.total or 0) + num_steps * population.size
-            self.progress.refresh()
-
-        def flush(step_now):
-            nonlocal pending
-            if not pending:
-                return
-            host = jax.device_get(pending)
-            first = step_now - len(host) + 1
-            oks = np.stack([h[0] for h in host])  # [T, P]
-            for i, member in enumerate(population.ids):
-                rec = self.records[member]
-                bad = np.flatnonzero(~oks[:, i])
-                if bad.size and not rec.diverged:
-                    rec.diverged, rec.diverged_step = True, int(first + bad[0])
-                live_rows = [t for t in range(len(host)) if oks[t, i]]
-                if live_rows:
-                    rec.train_loss = float(np.mean([host[t][1]["loss"][i] for t in live_rows]))
-                    rec.train_accuracy = float(np.mean([host[t][1]["accuracy"][i] for t in live_rows]))
-                    rec.steps = int(first + live_rows[-1])
-                    rec.train_history.append((step_now, rec.train_loss, rec.train_accuracy))
-                if self.writer:
-                    self.writer.write(step_now, {
-                        "member": member, "train/loss": rec.train_loss, "train/accuracy": rec.train_accuracy,
-                        "train/learning_rate": float(host[-1][1]["learning_rate"][i]),
-                        "diverged": rec.diverged,
-                    })
-            pending = []
-
-        while step < end:
-            epoch, index = divmod(step, spe)
-            if epoch != perm_epoch:
-                perms = epoch_permutations(population.data_keys, epoch, n, self.shared)
-                perm_epoch = epoch
-            fn = self._step_fn(dataclasses.replace(population, state=state, alive=alive), perms)
-            state, alive, metrics = fn(state, alive, population.data_keys, perms, jnp.asarray(index),
-                                       self.images, self.labels)
-            pending.append((alive, {k: metrics[k] for k in ("loss", "accuracy", "learning_rate")}))
-            step += 1
-            if self.progress is not None:
-                self.progress.update(len(population.ids))
-            if step % log_every == 0 or step == end:
-                flush(step)
-            if eval_every_steps and step % eval_every_steps == 0 and step != end:
-                flush(step)
-                self.record_eval(dataclasses.replace(population, state=state, alive=alive), step)
-                self._show(population)
-        flush(step)
-        population = dataclasses.replace(population, state=state, alive=alive, step=step)
-        self.record_eval(population, step)
-        self._show(population)
-        return population
+            grow_total(self.progress, num_steps * population.size)
+        task = _PopulationTask(self, population, checkpoint)
+        result = run_loop(task, (population.state, population.alive), population.step, end, schedule,
+                          eval_at_end=True, stop_at=stop_at, bar=self.progress, units_per_step=population.size,
+                          stop=stop)
+        state, alive = result.state
+        self.stopped = result.stopped
+        return dataclasses.replace(population, state=state, alive=alive, step=result.step)
 
     def _show(self, population: Population, top: int = 5) -> None:
         if self.progress is None:
@@ -246,3 +219,64 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+class _PopulationTask:
+    """A population as a `cnnjax.training.loop.LoopTask`: the state is (stacked states, alive)."""
+
+    def __init__(self, trainer: PopulationTrainer, population: Population, checkpoint):
+        self.trainer, self.population, self._checkpoint = trainer, population, checkpoint
+        self.num_examples = trainer.dataset.train.num_examples
+        self.perms, self.perm_epoch = None, -1
+
+    def _at(self, carry, step) -> Population:
+        state, alive = carry
+        return dataclasses.replace(self.population, state=state, alive=alive, step=step)
+
+    def step(self, carry, step):
+        pop, trainer = self.population, self.trainer
+        epoch, index = divmod(step, pop.steps_per_epoch)
+        if epoch != self.perm_epoch:
+            self.perms = epoch_permutations(pop.data_keys, epoch, self.num_examples, trainer.shared)
+            self.perm_epoch = epoch
+        state, alive = carry
+        fn = trainer._step_fn(self._at(carry, step), self.perms)
+        state, alive, metrics = fn(state, alive, pop.data_keys, self.perms, jnp.asarray(index),
+                                   trainer.images, trainer.labels)
+        return (state, alive), (alive, {k: metrics[k] for k in ("loss", "accuracy", "learning_rate")})
+
+    def flush(self, carry, step, pending) -> None:
+        """Per member: marks divergence, logs the window's mean train loss/accuracy."""
+        trainer = self.trainer
+        host = jax.device_get(pending)
+        first = step - len(host) + 1
+        oks = np.stack([h[0] for h in host])  # [T, P]
+        for i, member in enumerate(self.population.ids):
+            rec = trainer.records[member]
+            bad = np.flatnonzero(~oks[:, i])
+            if bad.size and not rec.diverged:
+                rec.diverged, rec.diverged_step = True, int(first + bad[0])
+            live_rows = [t for t in range(len(host)) if oks[t, i]]
+            if live_rows:
+                rec.train_loss = float(np.mean([host[t][1]["loss"][i] for t in live_rows]))
+                rec.train_accuracy = float(np.mean([host[t][1]["accuracy"][i] for t in live_rows]))
+                rec.steps = int(first + live_rows[-1])
+                rec.train_history.append((step, rec.train_loss, rec.train_accuracy))
+            if trainer.writer:
+                trainer.writer.write(step, {
+                    "member": member, "train/loss": rec.train_loss, "train/accuracy": rec.train_accuracy,
+                    "train/learning_rate": float(host[-1][1]["learning_rate"][i]),
+                    "diverged": rec.diverged, **trainer.log_fields,
+                })
+
+    def evaluate(self, carry, step) -> None:
+        pop = self._at(carry, step)
+        self.trainer.record_eval(pop, step)
+        self.trainer._show(pop)
+
+    def checkpoint(self, carry, step) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint(self._at(carry, step))
+
+    def early_stop(self) -> str | None:
+        return None

@@ -28,26 +28,32 @@ import os
 import time
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
 from cnnjax.training import config as config_lib
+from cnnjax.training.loop import StopRequest
 from cnnjax.training.train import _config_as_json, check_workdir
-from cnnjax.training.writers import MetricWriter, write_json
+from cnnjax.training.writers import write_json
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
-from cnnjax.tuning.population import init_population, member_config, set_member_values, take_members
-from cnnjax.tuning.runner import MemberRecord, PopulationTrainer
+from cnnjax.tuning.best import score, write_best_runs
+from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re-exported)
+    Sweep,
+    SweepError,
+    _groups,
+    _pad_check,
+    _traced,
+    _train_groups,
+    train_members,
+)
+from cnnjax.tuning.population import member_config, set_member_values, take_members
+from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
 
 STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "hyperband", "pbt")
 # PBT perturbs only values that act during training (not seeds or init scale).
 PBT_PERTURBABLE = tuple(p for p in space_lib.TRACED_PATHS if p not in ("seed", "data_seed", "model.init_scale"))
-
-
-class SweepError(ValueError):
-    """A sweep config that cannot run; raised before any compile or write."""
 
 
 def read_space(config: ml_collections.ConfigDict) -> dict[str, space_lib.Distribution]:
@@ -71,6 +77,8 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
                       f"{', '.join(space_lib.SAMPLER_CHOICES)}")
     if sweep.plan not in plans_lib.PLAN_CHOICES:
         errors.append(f"sweep.plan={sweep.plan!r} is unknown; valid choices: {', '.join(plans_lib.PLAN_CHOICES)}")
+    if sweep.keep_best < 0:
+        errors.append(f"sweep.keep_best must be >= 0 (0: keep no member's state), got {sweep.keep_best}")
     if sweep.population_size < 1:
         errors.append(f"sweep.population_size must be >= 1, got {sweep.population_size}")
     if sweep.chunk_size is not None and sweep.chunk_size < 1:
@@ -104,108 +112,11 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
     return space
 
 
-class Sweep:
-    """State shared by the strategies: data, records, writer, progress."""
-
-    def __init__(self, config, dataset, workdir, space, progress):
-        self.config = config
-        self.dataset = dataset
-        self.workdir = workdir
-        self.space = space
-        self.records: dict[int, MemberRecord] = {}
-        self.warnings: list[str] = []
-        self.writer = MetricWriter(workdir, tensorboard=False) if workdir else None
-        self.progress = progress
-        self.plans_used: list[dict[str, Any]] = []
-        self.next_id = 0
-        self.trainers: dict[str, PopulationTrainer] = {}
-        self.mesh = _member_mesh(config.sweep.mesh_devices)
-
-    def new_records(self, members: list[dict[str, Any]], round_index: int = 0) -> list[int]:
-        ids = []
-        for values in members:
-            self.records[self.next_id] = MemberRecord(self.next_id, dict(values), extra={"round": round_index})
-            ids.append(self.next_id)
-            self.next_id += 1
-        return ids
-
-    def trainer(self, group_config) -> PopulationTrainer:
-        """The group's trainer; one per group config, so later rounds reuse its compiled steps."""
-        key = group_config.to_json_best_effort(sort_keys=True)
-        if key not in self.trainers:
-            self.trainers[key] = PopulationTrainer(
-                group_config, self.dataset, self.records, writer=self.writer, plan=self.config.sweep.plan,
-                chunk_size=self.config.sweep.chunk_size, shared_batches=self.config.sweep.shared_batches,
-                mesh=self.mesh, progress=self.progress,
-            )
-        return self.trainers[key]
-
-    def population(self, group_config, members, ids):
-        pop = init_population(group_config, [_traced(m) for m in members], self.dataset.num_classes,
-                              self.dataset.image_shape, self.dataset.train.num_examples,
-                              shared_batches=self.config.sweep.shared_batches)
-        return dataclasses.replace(pop, ids=list(ids))
-
-    def note_plans(self, trainer: PopulationTrainer, group: dict[str, Any]) -> None:
-        for t in trainer.trials:
-            self.plans_used.append({"group": group, "plan": str(t.plan), "step_ms": t.step_ms,
-                                    "memory_mib": None if t.memory_bytes is None else t.memory_bytes / 2**20,
-                                    "fits": t.fits, "picked": t.picked})
-        trainer.trials = []
-
-
-def _traced(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k in space_lib.TRACED_PATHS}
-
-
-def _member_mesh(mesh_devices: int):
-    devices = jax.devices()
-    count = len(devices) if mesh_devices == 0 else mesh_devices
-    if count <= 1:
-        return None
-    if count > len(devices):
-        raise SweepError(f"sweep.mesh_devices={count} but only {len(devices)} devices are visible")
-    from jax.sharding import Mesh
-
-    return Mesh(np.asarray(devices[:count]), ("member",))
-
-
-def _groups(members):
-    return space_lib.split_static(members)
-
-
-def _eval_every(config, steps_per_epoch):
-    return max(1, int(config.eval_every_epochs * steps_per_epoch)) if config.eval_every_epochs else None
-
-
-def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], num_epochs: float | None = None):
-    """Trains members (split into static groups) for the whole budget."""
-    for static, idx in _groups(members):
-        group_config = member_config(sweep.config, static)
-        group_ids = [ids[i] for i in idx]
-        pop = sweep.population(group_config, [members[i] for i in idx], group_ids)
-        _pad_check(sweep, pop)
-        trainer = sweep.trainer(group_config)
-        steps = pop.total_steps if num_epochs is None else int(round(num_epochs * pop.steps_per_epoch))
-        trainer.train(pop, steps, _eval_every(group_config, pop.steps_per_epoch))
-        sweep.note_plans(trainer, static)
-
-
-def _pad_check(sweep, pop):
-    if sweep.mesh is not None and pop.size % sweep.mesh.size:
-        raise SweepError(f"a population of {pop.size} members cannot be split evenly over "
-                         f"{sweep.mesh.size} devices; use a multiple of {sweep.mesh.size}")
-
-
 def run_single(sweep: Sweep) -> None:
     s = sweep.config.sweep
     members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
                                seed=s.seed, grid_points=s.grid_points)
     _train_groups(sweep, members, sweep.new_records(members))
-
-
-def _score(rec: MemberRecord) -> float:
-    return -1.0 if rec.diverged or not math.isfinite(rec.best_val_accuracy) else rec.best_val_accuracy
 
 
 def narrow_space(space: dict[str, space_lib.Distribution], top: list[dict[str, Any]],
@@ -246,8 +157,8 @@ def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
     for r in range(s.rounds):
         members = space_lib.sample(space, s.sampler, s.population_size, seed=s.seed + r)
         ids = sweep.new_records(members, round_index=r)
-        _train_groups(sweep, members, ids)
-        ranked = sorted(ids, key=lambda i: -_score(sweep.records[i]))
+        _train_groups(sweep, members, ids, f"round {r + 1}/{s.rounds}")
+        ranked = sorted(ids, key=lambda i: -score(sweep.records[i]))
         top = [sweep.records[i] for i in ranked[: s.top_k]]
         rounds.append({"round": r, "space": {k: str(v) for k, v in space.items()},
                        "best": top[0].best_val_accuracy, "best_member": top[0].member})
@@ -272,9 +183,12 @@ def _halve(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], min_epoc
         while True:
             target = min(rung_epochs, group_config.num_epochs)
             steps = int(round(target * pop.steps_per_epoch)) - pop.step
-            pop = trainer.train(pop, steps, None)
+            where = ", ".join(f"{k} {v}" for k, v in (label or {}).items())
+            pop = sweep.phases.train(trainer, pop, steps, None,
+                                     f"{where + ', ' if where else ''}rung {len(rungs_log) + 1} "
+                                     f"({pop.size} members to {target:g} epochs)")
             epochs_done = target
-            ranked = sorted(range(pop.size), key=lambda i: -_score(sweep.records[pop.ids[i]]))
+            ranked = sorted(range(pop.size), key=lambda i: -score(sweep.records[pop.ids[i]]))
             keep = max(1, math.ceil(pop.size / s.eta))
             rungs_log.append({**(label or {}), "group": static, "epochs": epochs_done, "members": list(pop.ids),
                               "kept": [pop.ids[i] for i in ranked[:keep]]})
@@ -337,7 +251,8 @@ def run_pbt(sweep: Sweep) -> None:
         trainer = sweep.trainer(group_config)
         interval = max(1, int(round(s.pbt_interval_epochs * pop.steps_per_epoch)))
         while pop.step < pop.total_steps:
-            pop = trainer.train(pop, min(interval, pop.total_steps - pop.step), None)
+            pop = sweep.phases.train(trainer, pop, min(interval, pop.total_steps - pop.step), None,
+                                     f"PBT interval {pop.step // interval + 1}/{-(-pop.total_steps // interval)}")
             if pop.step >= pop.total_steps:
                 break
             scores = [sweep.records[m].val_accuracy if not sweep.records[m].diverged else -1.0 for m in pop.ids]
@@ -384,6 +299,35 @@ def _exploit(pop, source, values, config):
                                data_keys=pop.data_keys)
 
 
+def planned_member_steps(config: ml_collections.ConfigDict, space, num_train_examples: int) -> int | None:
+    """The sweep's member-steps in all (for the progress bar's ETA); None when groups change the budget."""
+    if any(p in space for p in ("batch_size", "num_epochs")):
+        return None
+    s, spe = config.sweep, num_train_examples // config.batch_size
+    size = (len(space_lib.sample(space, "grid", None, grid_points=s.grid_points)) if s.sampler == "grid"
+            else s.population_size)
+
+    def halving(size, rung_epochs):
+        total = done = 0
+        while True:
+            target = min(rung_epochs, config.num_epochs)
+            steps = int(round(target * spe)) - done
+            total, done = total + size * steps, done + steps
+            if target >= config.num_epochs or size == 1:
+                return total
+            size, rung_epochs = math.ceil(size / s.eta), rung_epochs * s.eta
+
+    full = int(spe * config.num_epochs)
+    if s.strategy == "coarse_to_fine":
+        return s.rounds * size * full
+    if s.strategy == "successive_halving":
+        return halving(size, s.min_epochs)
+    if s.strategy == "hyperband":
+        return sum(halving(b["members"], b["min_epochs"])
+                   for b in hyperband_brackets(config.num_epochs, s.min_epochs, s.eta))
+    return size * full
+
+
 STRATEGIES = {
     "single": run_single,
     "coarse_to_fine": run_coarse_to_fine,
@@ -393,71 +337,16 @@ STRATEGIES = {
 }
 
 
-def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any]], *, dataset=None,
-                  workdir: str | None = None, progress: bool = False, plan: str | None = None) -> list[MemberRecord]:
-    """Trains exactly `members` (each a dict of config path -> value) and returns their records.
-
-    The library entry point for experiments: values that change shapes or code
-    (`model.name`, `optimizer.name`, `model.pooling`...) split the members into
-    groups, each trained as one population, one group after another; traced
-    values (learning rate, weight decay, seeds...) vary within a population.
-    Every member's config is validated before anything compiles. With a
-    `workdir`, member curves go to `workdir/metrics.jsonl`. Records come back in
-    the order of `members`, with `train_history` and `val_history` filled.
-    """
-    if not members:
-        raise SweepError("train_members needs at least one member")
-    errors = []
-    for i, values in enumerate(members):
-        try:
-            # Model options are checked by validate_config against the member's model.
-            for path in values:
-                if not path.startswith("model.") and not _has_path(config, path):
-                    raise space_lib.SpaceError(f"the config has no key {path!r}")
-            member = member_config(config, values)
-            space_lib.check_paths({p: None for p in values if p.startswith("optimizer.") and p != "optimizer.name"},
-                                  member)
-            config_lib.validate_config(member)
-        except (space_lib.SpaceError, config_lib.ConfigError) as e:
-            errors.append(f"member {i} {values}: {e}")
-    if errors:
-        raise SweepError("Invalid members:\n  - " + "\n  - ".join(errors))
-    if dataset is None:
-        from cnnjax.data import load_dataset
-
-        dataset = load_dataset(config.data)
-    config_lib.validate_against_data(config, dataset.train.num_examples)
-    if workdir:
-        os.makedirs(workdir, exist_ok=True)
-    if plan is not None:
-        config = config.copy_and_resolve_references()
-        config.sweep.plan = plan
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=None, unit="member-step", disable=not progress, dynamic_ncols=True)
-    sweep = Sweep(config, dataset, workdir, {}, bar)
-    try:
-        ids = sweep.new_records(members)
-        _train_groups(sweep, members, ids)
-    finally:
-        bar.close()
-        if sweep.writer:
-            sweep.writer.close()
-    return [sweep.records[i] for i in ids]
-
-
-def _has_path(config, path: str) -> bool:
-    node = config
-    for part in path.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
-              allow_config_change: bool = False) -> dict[str, Any]:
-    """Runs `config.sweep` and writes results.csv/json, metrics.jsonl, plots, summary.json."""
+              allow_config_change: bool = False, stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Runs `config.sweep` and writes results.csv/json, metrics.jsonl, plots, summary.json.
+
+    Checkpoints the sweep (see `cnnjax.tuning.resume`); the same call on the same
+    workdir resumes it. `stop_after_steps` stops (with a checkpoint) once the
+    sweep's phases have taken that many steps in all, as a preemption would;
+    SIGTERM / Ctrl-C do the same at once. A stopped sweep returns
+    `{"status": "interrupted", ...}`.
+    """
     start = time.time()
     config_lib.validate_config(config)
     space = validate_sweep(config)
@@ -470,18 +359,35 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
         raise SweepError(f"{workdir} already holds sweep results; use a new --workdir")
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
 
     from tqdm.auto import tqdm
 
-    progress = tqdm(total=None, unit="member-step", disable=not config.progress_bar, dynamic_ncols=True)
-    sweep = Sweep(config, dataset, workdir, space, progress)
-    sweep.extra = {}
-    try:
-        STRATEGIES[config.sweep.strategy](sweep)
-    finally:
-        progress.close()
-        sweep.writer.close()
+    planned = planned_member_steps(config, space, dataset.train.num_examples)
+    progress = tqdm(total=planned, unit="member-step", disable=not config.progress_bar, dynamic_ncols=True)
+    progress.planned = planned is not None
+    with StopRequest() as stop:
+        try:
+            sweep = Sweep(config, dataset, workdir, space, progress, stop_after_steps=stop_after_steps, stop=stop,
+                          checkpoints=True)
+        except SweepResumeError as err:
+            progress.close()
+            raise SweepError(str(err)) from None
+        write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+        sweep.extra, sweep.start_time = {}, start
+        try:
+            STRATEGIES[config.sweep.strategy](sweep)
+            best_runs = write_best_runs(sweep)
+        except SweepInterrupted as stopped:
+            progress.close()
+            message = (f"Sweep stopped at {stopped}; checkpoint saved in {sweep.phases.checkpointer.directory}. "
+                       "Run the same command again to resume.")
+            logging.warning(message)
+            print(message, flush=True)
+            return {"status": "interrupted", "stopped_at": str(stopped), "members": len(sweep.records)}
+        finally:
+            progress.close()
+            sweep.writer.close()
+            sweep.phases.close()
 
     from cnnjax.tuning import report
 
@@ -491,6 +397,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     alive = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_accuracy"])]
     best = max(alive, key=lambda r: r["best_val_accuracy"]) if alive else None
     summary = {
+        "status": "completed",
         "strategy": config.sweep.strategy,
         "members": len(rows),
         "diverged": sum(r["diverged"] for r in rows),
@@ -500,6 +407,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         "warnings": sweep.warnings,
         "plans": sweep.plans_used,
         "plots": plots,
+        "best_runs": best_runs,
         "wall_time_s": time.time() - start,
         **sweep.extra,
     }
