@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import zlib
 from typing import Any, Iterable
 
 from cnnjax.tuning import space as space_lib
@@ -179,22 +178,15 @@ def check_sampler_available(name: str) -> None:
         raise StudyError(f"sweep.sampler={name!r} needs the package {module!r}: pip install {module}") from None
 
 
-def worker_seed(seed: int, workdir: str) -> int:
-    """Sampler seed of one sweep command: workers of one study (each its own workdir) differ."""
-    return (int(seed) * 1_000_003 + zlib.crc32(os.path.abspath(workdir).encode())) % (2**31)
-
-
 def open_study(sweep_config, workdir: str, space: dict[str, space_lib.Distribution]):
     """Creates or loads the sweep's study; refuses one recorded with a different space."""
     optuna = _optuna()
     storage_url, name = validate_storage(sweep_config, workdir)
-    check_sampler_available(sweep_config.sampler)
     dists = distributions(space)
     storage = open_storage(storage_url)
-    sampler = make_sampler(sweep_config.sampler, worker_seed(sweep_config.seed, workdir))
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                    sampler=sampler, load_if_exists=True)
+                                    sampler=make_sampler(sweep_config.sampler, sweep_config.seed), load_if_exists=True)
     except Exception as err:  # noqa: BLE001
         raise StudyError(f"sweep.storage={storage_url!r}: cannot create or load study {name!r}: "
                          f"{type(err).__name__}: {err}") from None
@@ -207,14 +199,15 @@ def open_study(sweep_config, workdir: str, space: dict[str, space_lib.Distributi
                  for k in sorted(set(old) | set(signature)) if old.get(k) != signature.get(k)]
         raise StudyError(f"study {name!r} in {storage_url} was recorded with a different space:\n  "
                          + "\n  ".join(diffs) + "\nUse another sweep.study_name or the same space.")
-    return Study(study, space, dists, os.path.abspath(workdir), storage_url)
+    return Study(study, space, dists, os.path.abspath(workdir), storage_url, sweep_config.sampler, sweep_config.seed)
 
 
 class Study:
     """One sweep command's view of its Optuna study."""
 
-    def __init__(self, study, space, dists, workdir: str, storage_url: str):
+    def __init__(self, study, space, dists, workdir: str, storage_url: str, sampler: str = "tpe", seed: int = 0):
         self.study = study
+        self.sampler, self.seed = sampler, int(seed)
         self.space = space
         self.dists = dists
         self.workdir = workdir
@@ -224,27 +217,33 @@ class Study:
     def name(self) -> str:
         return self.study.study_name
 
-    def ask(self, count: int) -> list[tuple[int, dict[str, Any]]]:
+    def ask(self, count: int, round_index: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """`count` new trials at once: [(trial number, member values)].
 
-        A parameter set that some trial of the study already holds (another
-        worker's, or an earlier batch's) is asked again, so no set is trained twice.
+        The sampler is seeded afresh from (`seed`, round), so a round's proposals
+        depend only on the seed and the trials told before it (a resumed sweep
+        asks as the uninterrupted one did). A trial whose parameter set an
+        earlier-numbered trial of the study already holds (another worker's, or
+        an earlier batch's) is failed and asked again, so no set is trained twice.
         """
-        seen = {self._key(t.params) for t in self.study.get_trials(deepcopy=False) if t.params}
+        optuna = _optuna()
+        self.study.sampler = make_sampler(self.sampler, self.seed + 7919 * int(round_index))
         asked = []
         for _ in range(count):
-            for _attempt in range(20):
+            for _attempt in range(100):
                 trial = self.study.ask(self.dists)
                 key = self._key(trial.params)
-                if key not in seen:
+                if not any(self._key(t.params) == key for t in self.study.get_trials(deepcopy=False)
+                           if t.number < trial.number and t.params):
                     break
-                self.study.tell(trial, state=_optuna().trial.TrialState.FAIL)
+                trial.set_user_attr("duplicate", True)  # never trained: the set is an earlier trial's
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 trial = None
             if trial is None:
                 raise StudyError(f"study {self.name!r}: the sampler keeps proposing parameter sets that were "
                                  "already tried; the space may be exhausted")
-            seen.add(key)
             trial.set_user_attr("workdir", self.workdir)
+            trial.set_user_attr("round", int(round_index))
             asked.append((trial.number, from_params(trial.params, self.space)))
         return asked
 
@@ -289,7 +288,8 @@ class Study:
 
     def _set_attrs(self, trial_id: int, record) -> None:
         for key, value in self._attrs(record).items():
-            self.study._storage.set_trial_user_attr(trial_id, key, value)
+            if key not in ("workdir", "round"):  # set when the trial was asked
+                self.study._storage.set_trial_user_attr(trial_id, key, value)
 
     @staticmethod
     def _key(params: dict[str, Any]) -> tuple:

@@ -63,8 +63,8 @@ def test_tpe_batches_are_distinct_in_range_and_told(tmp_path):
     study = study_lib.open_study(_sweep_config(), str(tmp_path / "w"), space)
     assert study.storage_url == f"sqlite:///{tmp_path / 'w' / 'study.db'}"
     assert study.name == "w"
-    for _ in range(3):
-        asked = study.ask(8)
+    for round_index in range(3):
+        asked = study.ask(8, round_index=round_index)
         keys = {tuple(sorted(v.items())) for _, v in asked}
         assert len(keys) == 8
         for number, values in asked:
@@ -76,6 +76,7 @@ def test_tpe_batches_are_distinct_in_range_and_told(tmp_path):
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the diverged member
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 23
     assert trials[5].user_attrs["member"] == 5 and trials[5].user_attrs["steps"] == 10
+    assert [t.user_attrs["round"] for t in trials] == [r for r in range(3) for _ in range(8)]
     # A told trial told again (a resumed sweep) is left as it was.
     study.tell(3, _record(3, 0.0, asked[0][1]))
     assert study.study.get_trials()[3].value == trials[3].value
@@ -131,7 +132,7 @@ WORKER = textwrap.dedent("""
     cfg = ml_collections.ConfigDict({"sampler": "tpe", "seed": 0, "storage": storage, "study_name": "shared"})
     study = study_lib.open_study(cfg, workdir, space)
     for r in range(rounds):
-        for number, values in study.ask(6):
+        for number, values in study.ask(6, round_index=r):
             acc = 1 - abs(math.log10(values["optimizer.learning_rate"]) + 1.5) / 3
             study.tell(number, MemberRecord(member=number, values=values, best_val_accuracy=acc))
 """)
@@ -148,6 +149,8 @@ def test_two_workers_share_one_study(tmp_path, kind):
         assert p.returncode == 0, out
     study = optuna.load_study(study_name="shared", storage=study_lib.open_storage(storage))
     trials = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    # Both workers start from the same seed: proposals another worker made first are failed and asked again.
+    assert all(t.user_attrs.get("duplicate") for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE)
     assert len(trials) == 2 * 3 * 6
     assert len({t.number for t in trials}) == len(trials)
     params = [json.dumps(t.params, sort_keys=True) for t in trials]
