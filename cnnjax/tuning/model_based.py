@@ -14,6 +14,7 @@ holds each trial once.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cnnjax.tuning import study as study_lib
@@ -39,16 +40,21 @@ def run_model_based(sweep) -> None:
     s = sweep.config.sweep
     rounds = []
     for r in range(s.rounds):
+        t0 = time.perf_counter()
         batch = round_batch(sweep.study, r, s.population_size)
+        t1 = time.perf_counter()
         members = [values for _, values in batch]
         ids = sweep.new_records(members, round_index=r)
         for member, (number, _) in zip(ids, batch):
             sweep.records[member].extra["trial"] = number
         _train_groups(sweep, members, ids, label=f"round {r + 1}/{s.rounds}")
+        t2 = time.perf_counter()
         for member, (number, _) in zip(ids, batch):
             sweep.study.tell(number, sweep.records[member])
+        t3 = time.perf_counter()
         best = max((sweep.records[m] for m in ids), key=score)
+        # Wall times: Optuna's share of a round (ask + tell) against training it.
         rounds.append({"round": r, "trials": [n for n, _ in batch], "best_member": best.member,
-                       "best": best.best_val_accuracy})
+                       "best": best.best_val_accuracy, "ask_s": t1 - t0, "train_s": t2 - t1, "tell_s": t3 - t2})
     sweep.extra = {"rounds": rounds}
 

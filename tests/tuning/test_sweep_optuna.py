@@ -54,6 +54,7 @@ def test_tpe_rounds_reuse_the_compiled_step_and_tell_the_study(data, tmp_path, m
         assert t.params["optimizer.learning_rate"] == pytest.approx(float(row["optimizer.learning_rate"]), rel=1e-5)
         assert t.user_attrs["member"] == int(row["member"]) and t.user_attrs["round"] == int(row["round"])
     assert [r["trials"] for r in summary["rounds"]] == [[0, 1, 2], [3, 4, 5]]
+    assert all(r["train_s"] > 0 and r["ask_s"] > 0 and r["tell_s"] > 0 for r in summary["rounds"])
     assert summary["study"] == {"name": tmp_path.name, "storage": f"sqlite:///{tmp_path}/study.db"}
     # One TensorBoard run per member, with its hyperparameters.
     assert sorted(os.listdir(tmp_path / "tensorboard")) == [f"member_{i:04d}" for i in range(6)]
