@@ -149,7 +149,7 @@ def open_storage(storage: str, attempts: int = 5):
                 _fast_sqlite(rdb.engine)
             return rdb
         except Exception as err:  # noqa: BLE001 (every driver raises its own types)
-            if "IntegrityError" in type(err).__name__ and attempt + 1 < attempts:
+            if type(err).__name__ in ("IntegrityError", "OperationalError") and attempt + 1 < attempts:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             reason = str(err).splitlines()[0] if str(err) else ""
@@ -253,15 +253,14 @@ class Study:
         self.study.sampler = make_sampler(self.sampler, self.seed + 7919 * int(round_index))
         asked = []
         # Parameter sets by trial number; re-read only when another worker added trials in between.
-        known = {t.number: self._key(t.params) for t in self.study.get_trials(deepcopy=False) if t.params}
+        known = self._param_sets()
         last = max(known, default=-1)
         for _ in range(count):
             for _attempt in range(100):
                 trial = self.study.ask(self.dists)
                 key = self._key(trial.params)
                 if trial.number != last + 1:
-                    known = {t.number: self._key(t.params) for t in self.study.get_trials(deepcopy=False)
-                             if t.params and t.number < trial.number}
+                    known = self._param_sets(before=trial.number)
                 last = trial.number
                 earlier = any(k == key for n, k in known.items() if n < trial.number)
                 known[trial.number] = key
@@ -321,6 +320,23 @@ class Study:
         for key, value in self._attrs(record).items():
             if key not in ("workdir", "round"):  # set when the trial was asked
                 self.study._storage.set_trial_user_attr(trial_id, key, value)
+
+    def _param_sets(self, before: int | None = None, wait_s: float = 3.0) -> dict[int, tuple]:
+        """Parameter sets of the trials numbered below `before` (all when None).
+
+        Another worker's trial is created before its parameters are written: a
+        recent running trial with some parameters missing is waited for (up to
+        `wait_s`), so two workers cannot both keep one set.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            trials = [t for t in self.study.get_trials(deepcopy=False) if before is None or t.number < before]
+            newest = max((t.number for t in trials), default=-1)
+            pending = [t for t in trials if t.state == _optuna().trial.TrialState.RUNNING
+                       and len(t.params) < len(self.dists) and t.number > newest - 64]
+            if not pending or time.monotonic() > deadline:
+                return {t.number: self._key(t.params) for t in trials if t.params}
+            time.sleep(0.05)
 
     @staticmethod
     def _key(params: dict[str, Any]) -> tuple:
