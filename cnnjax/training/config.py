@@ -145,7 +145,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep.space = ml_collections.ConfigDict()  # e.g. space.optimizer.learning_rate = "loguniform(1e-3, 1)"
     c.sweep.space_extra = ""  # "path=spec; path=spec": dimensions added from the command line
     c.sweep.population_size = 16
-    c.sweep.sampler = "random"  # random | grid | quasi_random
+    c.sweep.sampler = "random"  # random | grid | quasi_random | tpe | cmaes | gp (Optuna's, in rounds)
+    c.sweep.storage = ""  # Optuna study storage; "" = sqlite:///WORKDIR/study.db (a URL or journal:PATH)
+    c.sweep.study_name = ""  # "" = the workdir's name
     c.sweep.grid_points = 3
     c.sweep.strategy = "single"  # single | coarse_to_fine | successive_halving | hyperband | pbt
     c.sweep.seed = 0
@@ -153,7 +155,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep.chunk_size = config_dict.placeholder(int)
     c.sweep.shared_batches = False
     c.sweep.mesh_devices = 1  # shard the member axis over this many devices (0: all)
-    c.sweep.rounds = 3  # coarse_to_fine
+    c.sweep.rounds = 3  # coarse_to_fine; model-based samplers (tpe, cmaes, gp)
     c.sweep.top_k = 4  # coarse_to_fine
     c.sweep.eta = 2  # successive_halving, hyperband: keep 1/eta at each rung
     c.sweep.min_epochs = 1.0  # successive_halving, hyperband: first (smallest) rung

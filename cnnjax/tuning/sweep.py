@@ -38,6 +38,8 @@ from cnnjax.training.train import _config_as_json, check_workdir
 from cnnjax.training.writers import write_json
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
+from cnnjax.tuning import study as study_lib
+from cnnjax.tuning import tb_hparams
 from cnnjax.tuning.best import score, write_best_runs
 from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re-exported)
     Sweep,
@@ -48,6 +50,7 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
     _train_groups,
     train_members,
 )
+from cnnjax.tuning.model_based import run_model_based
 from cnnjax.tuning.population import member_config, set_member_values, take_members
 from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
 from cnnjax.tuning.space import narrow_space  # noqa: F401 (re-exported)
@@ -73,9 +76,14 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
     errors = []
     if sweep.strategy not in STRATEGY_CHOICES:
         errors.append(f"sweep.strategy={sweep.strategy!r} is unknown; valid choices: {', '.join(STRATEGY_CHOICES)}")
-    if sweep.sampler not in space_lib.SAMPLER_CHOICES:
-        errors.append(f"sweep.sampler={sweep.sampler!r} is unknown; valid choices: "
-                      f"{', '.join(space_lib.SAMPLER_CHOICES)}")
+    samplers = space_lib.SAMPLER_CHOICES + study_lib.OPTUNA_SAMPLERS
+    if sweep.sampler not in samplers:
+        errors.append(f"sweep.sampler={sweep.sampler!r} is unknown; valid choices: {', '.join(samplers)}")
+    if sweep.sampler in study_lib.OPTUNA_SAMPLERS and sweep.strategy != "single":
+        errors.append(f"sweep.sampler={sweep.sampler!r} proposes each round's population itself: it runs with "
+                      f"sweep.strategy='single' (sweep.rounds rounds), not {sweep.strategy!r}")
+    if sweep.sampler in study_lib.OPTUNA_SAMPLERS and sweep.rounds < 1:
+        errors.append(f"sweep.sampler={sweep.sampler!r} needs sweep.rounds >= 1, got {sweep.rounds}")
     if sweep.plan not in plans_lib.PLAN_CHOICES:
         errors.append(f"sweep.plan={sweep.plan!r} is unknown; valid choices: {', '.join(plans_lib.PLAN_CHOICES)}")
     if sweep.keep_best < 0:
@@ -110,6 +118,11 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
         raise SweepError(f"pbt needs a dimension it can perturb: one of {', '.join(PBT_PERTURBABLE)}")
     if sweep.sampler == "grid":
         space_lib.sample(space, "grid", sweep.population_size, grid_points=sweep.grid_points)
+    try:
+        study_lib.distributions(space)
+        study_lib.check_sampler_available(sweep.sampler)
+    except study_lib.StudyError as err:
+        raise SweepError(str(err)) from None
     return space
 
 
@@ -288,7 +301,7 @@ def planned_member_steps(config: ml_collections.ConfigDict, space, num_train_exa
             size, rung_epochs = math.ceil(size / s.eta), rung_epochs * s.eta
 
     full = int(spe * config.num_epochs)
-    if s.strategy == "coarse_to_fine":
+    if s.strategy == "coarse_to_fine" or s.sampler in study_lib.OPTUNA_SAMPLERS:
         return s.rounds * size * full
     if s.strategy == "successive_halving":
         return halving(size, s.min_epochs)
@@ -329,6 +342,10 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
         raise SweepError(f"{workdir} already holds sweep results; use a new --workdir")
     os.makedirs(workdir, exist_ok=True)
+    try:
+        study = study_lib.open_study(config.sweep, workdir, space)
+    except study_lib.StudyError as err:
+        raise SweepError(str(err)) from None
 
     from tqdm.auto import tqdm
 
@@ -343,9 +360,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
             progress.close()
             raise SweepError(str(err)) from None
         write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
-        sweep.extra, sweep.start_time = {}, start
+        sweep.extra, sweep.start_time, sweep.study = {}, start, study
         try:
-            STRATEGIES[config.sweep.strategy](sweep)
+            if config.sweep.sampler in study_lib.OPTUNA_SAMPLERS:
+                run_model_based(sweep)
+            else:
+                STRATEGIES[config.sweep.strategy](sweep)
             best_runs = write_best_runs(sweep)
         except SweepResumeError as err:
             raise SweepError(str(err)) from None
@@ -366,6 +386,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     rows = [rec.row() for rec in sweep.records.values()]
     report.write_results(workdir, rows)
     plots = report.write_plots(workdir, rows, space)
+    sweep.study.record(sweep.records.values())  # model-free samplers: every member a finished trial
+    tb_hparams.write_member_runs(workdir, sweep.records.values(), sorted(space))
     alive = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_accuracy"])]
     best = max(alive, key=lambda r: r["best_val_accuracy"]) if alive else None
     summary = {
@@ -380,6 +402,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         "plans": sweep.plans_used,
         "plots": plots,
         "best_runs": best_runs,
+        "study": {"name": sweep.study.name, "storage": sweep.study.storage_url},
         "wall_time_s": time.time() - start,
         **sweep.extra,
     }
