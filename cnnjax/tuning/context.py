@@ -33,7 +33,7 @@ class Sweep:
     """State shared by the strategies: data, records, writer, progress."""
 
     def __init__(self, config, dataset, workdir, space, progress, stop_after_steps=None, stop=None,
-                 checkpoints: bool = False):
+                 checkpoints: bool = False, open_study=None):
         self.config = config
         self.dataset = dataset
         self.workdir = workdir
@@ -46,9 +46,12 @@ class Sweep:
         self.trainers: dict[str, PopulationTrainer] = {}
         self.mesh = _member_mesh(config.sweep.mesh_devices)
         self.phases = Phases(self, workdir if checkpoints else None, config.keep_checkpoints, stop_after_steps, stop)
+        self.study = None
         if checkpoints:
             # Before the log opens: a checkpoint of another sweep is refused with nothing written.
             meta = self.phases.load(config)
+            # The study next: a storage that cannot be opened is refused before the log is touched.
+            self.study = open_study() if open_study is not None else None
             # No checkpoint yet: the sweep starts over, so its log does too.
             truncate_sweep_metrics(workdir, meta["phase"] if meta else -1, meta["step"] if meta else -1)
         self.writer = MetricWriter(workdir, tensorboard=False) if workdir else None

@@ -201,6 +201,13 @@ def check_sampler_available(name: str) -> None:
         raise StudyError(f"sweep.sampler={name!r} needs the package {module!r}: pip install {module}") from None
 
 
+def check_storage(sweep_config, workdir: str) -> None:
+    """Refuses a storage that cannot be opened, before the sweep writes anything in its workdir."""
+    storage, _ = validate_storage(sweep_config, workdir)
+    if sweep_config.get("storage"):  # the default lives in the workdir and is made with it
+        open_storage(storage)
+
+
 def open_study(sweep_config, workdir: str, space: dict[str, space_lib.Distribution]):
     """Creates or loads the sweep's study; refuses one recorded with a different space."""
     optuna = _optuna()
@@ -223,6 +230,16 @@ def open_study(sweep_config, workdir: str, space: dict[str, space_lib.Distributi
         raise StudyError(f"study {name!r} in {storage_url} was recorded with a different space:\n  "
                          + "\n  ".join(diffs) + "\nUse another sweep.study_name or the same space.")
     return Study(study, space, dists, os.path.abspath(workdir), storage_url, sweep_config.sampler, sweep_config.seed)
+
+
+def _containing(dist, value):
+    """`dist`, widened to hold `value` (coarse-to-fine rounds may widen a range past its first bounds)."""
+    optuna = _optuna()
+    if isinstance(dist, optuna.distributions.FloatDistribution) and not dist.low <= value <= dist.high:
+        return optuna.distributions.FloatDistribution(min(dist.low, value), max(dist.high, value), log=dist.log)
+    if isinstance(dist, optuna.distributions.IntDistribution) and not dist.low <= value <= dist.high:
+        return optuna.distributions.IntDistribution(min(dist.low, value), max(dist.high, value), log=dist.log)
+    return dist
 
 
 class Study:
@@ -302,8 +319,9 @@ class Study:
             if len(values) != len(self.space):
                 continue  # a member outside the space (e.g. explicit members)
             failed = rec.diverged or not math.isfinite(rec.best_val_accuracy)
+            params = to_params(values, self.space)
             trial = optuna.trial.create_trial(
-                params=to_params(values, self.space), distributions=self.dists,
+                params=params, distributions={k: _containing(d, params[k]) for k, d in self.dists.items()},
                 value=None if failed else rec.best_val_accuracy,
                 state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
                 user_attrs=self._attrs(rec),

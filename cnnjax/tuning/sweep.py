@@ -341,11 +341,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     check_workdir(config, workdir, allow_config_change)
     if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
         raise SweepError(f"{workdir} already holds sweep results; use a new --workdir")
-    os.makedirs(workdir, exist_ok=True)
     try:
-        study = study_lib.open_study(config.sweep, workdir, space)
+        study_lib.check_storage(config.sweep, workdir)
     except study_lib.StudyError as err:
         raise SweepError(str(err)) from None
+    os.makedirs(workdir, exist_ok=True)
 
     from tqdm.auto import tqdm
 
@@ -355,12 +355,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     with StopRequest() as stop:
         try:
             sweep = Sweep(config, dataset, workdir, space, progress, stop_after_steps=stop_after_steps, stop=stop,
-                          checkpoints=True)
-        except SweepResumeError as err:
+                          checkpoints=True, open_study=lambda: study_lib.open_study(config.sweep, workdir, space))
+        except (SweepResumeError, study_lib.StudyError) as err:
             progress.close()
             raise SweepError(str(err)) from None
         write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
-        sweep.extra, sweep.start_time, sweep.study = {}, start, study
+        sweep.extra, sweep.start_time = {}, start
         try:
             if config.sweep.sampler in study_lib.OPTUNA_SAMPLERS:
                 run_model_based(sweep)

@@ -91,6 +91,12 @@ def test_record_adds_each_member_once(tmp_path):
     trials = study.study.get_trials()
     assert [t.params["optimizer.learning_rate"] for t in trials] == [0.01, 0.02, 0.03]
     assert [t.value for t in trials] == [0.5, 0.6, 0.7]
+    # A coarse-to-fine round may widen a range past its first bounds: the trial's range widens with it.
+    assert study.record([_record(3, 0.9, {"optimizer.learning_rate": 3.0})]) == 1
+    last = study.study.get_trials()[-1]
+    assert last.params["optimizer.learning_rate"] == 3.0
+    assert (last.distributions["optimizer.learning_rate"].low, last.distributions["optimizer.learning_rate"].high) == (
+        1e-3, 3.0)
 
 
 def test_study_with_another_space_is_refused(tmp_path):
