@@ -1,14 +1,14 @@
 """CPU lowerings of 2-D convolution: im2col (shifted slices + one matmul) and banded matmuls.
 
-XLA's own CPU convolution is fast for a 3x3 layer run once (forward, input
-gradient and weight gradient all reach a library kernel), so `auto` keeps it
-for most layers. Two cases differ: convolutions with few input channels
-(LeNet's 5x5 layers, an RGB stem), where `banded_conv` reads each input row
-about kh times and beats it, and convolutions inside a `while` loop (a
-`lax.scan` over identical blocks), where XLA's CPU backend splits each
-convolution into partitions emitted as plain loops, about ten times slower
-(ResNet-20, batch 128: 15 s per step with the blocks scanned, 1 s unrolled).
-Models that scan blocks therefore unroll them on CPU (`unroll_blocks`).
+XLA's own CPU convolution is fast for a 3x3 layer compiled outside any loop
+(forward, input gradient and weight gradient reach library kernels), but
+inside a `while` loop its CPU backend splits each convolution into partitions
+emitted as plain loops: ResNet-20 at batch 128 takes 15 s per step with its
+blocks under `nn.scan` and 1 s unrolled, and a scanned pair of 3x3
+convolutions' gradients is 10-20x slower than unrolled. So on CPU `auto`
+lowers to matmuls (`im2col_conv`, or `banded_conv` for layers with few input
+channels, such as LeNet's 5x5 layers or an RGB stem), which are fast in and
+out of loops, and models that scan blocks unroll them on CPU (`unroll_blocks`).
 """
 
 from __future__ import annotations
@@ -54,21 +54,25 @@ def banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count:
 
 def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
                       feature_group_count: int = 1) -> str:
-    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded` or `xla`.
+    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded`, `im2col` or `xla`.
 
-    On CPU `auto` is `banded` where `banded_applies` and `xla` elsewhere: XLA's
-    convolution and its two gradients are several times faster than `im2col`,
-    whose patch matrix (9x the input for a 3x3 kernel) costs more to write than
-    the multiply (ResNet-20, batch 128, unrolled blocks: about 1.5x the step's
-    CPU time). Accelerators always keep XLA's (cuDNN's) convolutions.
+    On CPU `auto` is `banded` where `banded_applies` and `im2col` elsewhere;
+    accelerators keep XLA's (cuDNN's) convolutions. `xla` is faster on CPU for
+    a convolution compiled outside any loop (ResNet-20, batch 128, blocks
+    unrolled: about 0.65x the CPU time of `im2col` per step), but inside a
+    `while` loop (a `lax.scan` over steps, a `lax.map` over population
+    members) XLA's CPU backend emits its input and weight gradients as plain
+    loops, 10-100x slower; a layer cannot tell where it will be compiled, so
+    `auto` keeps the lowering that is fast in both places.
     """
     if impl not in CONV_IMPL_CHOICES:
         raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
     if impl == "auto":
-        if jax.default_backend() == "cpu" and x_shape is not None and banded_applies(
-                x_shape, kernel_shape, strides, padding, feature_group_count):
+        if jax.default_backend() != "cpu":
+            return "xla"
+        if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count):
             return "banded"
-        return "xla"
+        return "im2col"
     return impl
 
 

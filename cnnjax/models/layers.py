@@ -357,7 +357,7 @@ class Conv(nn.Module):
     (row segments times a banded matrix made from the kernel,
     `cpu_conv.banded_conv`; a strided or grouped convolution falls back to
     im2col or xla), or `auto` (`cpu_conv.resolve_conv_impl`: on CPU `banded`
-    where it applies, else `xla`). Parameters and results are the same either
+    where it applies, else `im2col`; `xla` on accelerators). Parameters and results are the same either
     way, so the choice is purely about speed.
     """
 

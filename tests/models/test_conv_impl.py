@@ -73,8 +73,7 @@ def test_auto_picks_banded_only_for_small_layers():
     assert [cpu_conv.banded_block_width(n, 5) for n in (28, 10, 7)] == [4, 5, 7]
     if jax.default_backend() == "cpu":
         assert cpu_conv.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
-    # Every other layer keeps XLA's convolution (on any backend).
-    assert cpu_conv.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "xla"
+        assert cpu_conv.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "im2col"
 
 
 @pytest.mark.parametrize("block", [1, 3, 8])
