@@ -42,4 +42,4 @@ def test_unknown_part_exits_2_naming_the_valid_ones():
     done = subprocess.run([sys.executable, SCRIPT, "--parts=population,gpu"], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=os.path.abspath(ROOT)), timeout=300)
     assert done.returncode == 2
-    assert "--parts: unknown gpu; valid: population, train_step, speedrun" in done.stderr
+    assert "--parts: unknown gpu; valid: train_step, speedrun, population" in done.stderr
