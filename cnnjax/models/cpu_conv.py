@@ -2,8 +2,8 @@
 
 XLA's own CPU convolution is fast for a 3x3 layer compiled outside any loop
 (forward, input gradient and weight gradient reach library kernels), but
-inside a `while` loop its CPU backend splits each convolution into partitions
-emitted as plain loops: ResNet-20 at batch 128 takes 15 s per step with its
+inside a `while` loop its CPU backend compiles them otherwise (the optimised
+HLO marks each for partitioned code generation) and they run far slower: ResNet-20 at batch 128 takes 15 s per step with its
 blocks under `nn.scan` and 1 s unrolled, and a scanned pair of 3x3
 convolutions' gradients is 10-20x slower than unrolled. So on CPU `auto`
 lowers to matmuls (`im2col_conv`, or `banded_conv` for layers with few input
@@ -61,8 +61,8 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
     a convolution compiled outside any loop (ResNet-20, batch 128, blocks
     unrolled: about 0.65x the CPU time of `im2col` per step), but inside a
     `while` loop (a `lax.scan` over steps, a `lax.map` over population
-    members) XLA's CPU backend emits its input and weight gradients as plain
-    loops, 10-100x slower; a layer cannot tell where it will be compiled, so
+    members) XLA's CPU backend runs its input and weight gradients 10-100x
+    slower; a layer cannot tell where it will be compiled, so
     `auto` keeps the lowering that is fast in both places.
     """
     if impl not in CONV_IMPL_CHOICES:
