@@ -5,13 +5,15 @@ Every choice here is selected by a string so that configs can name it.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from cnnjax.models import cpu_conv, cpu_pool
+from cnnjax.models.cpu_conv import CONV_IMPL_CHOICES  # noqa: F401 - configs name the choices here
 
 Initializer = Callable[..., jax.Array]
 
@@ -162,38 +164,9 @@ def max_pool(x: jax.Array, window: int, stride: int | None = None, padding: Any 
         raise ValueError("max_pool impl 'tiles' needs stride == window, VALID padding and NHWC input")
     out_h, out_w = x.shape[1] // window, x.shape[2] // window
     # VALID drops the last rows/columns that do not fill a window; their gradient is zero.
-    return _max_pool_tiles(x[:, : out_h * window, : out_w * window], window)
+    return cpu_pool.max_pool_tiles(x[:, : out_h * window, : out_w * window], window)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool_tiles(x: jax.Array, window: int) -> jax.Array:
-    return _max_pool_tiles_fwd(x, window)[0]
-
-
-def _max_pool_tiles_fwd(x: jax.Array, window: int):
-    batch, height, width, channels = x.shape
-    # A reduction, not an elementwise maximum of slices: XLA then writes the pooled
-    # map once instead of recomputing it (and the layers before it) inside every
-    # slice the next convolution takes of it.
-    pooled = x.reshape(batch, height // window, window, width // window, window, channels).max(axis=(2, 4))
-    corners = [x[:, i::window, j::window] for i in range(window) for j in range(window)]
-    index_dtype = jnp.int8 if window * window <= 127 else jnp.int32
-    # Row-major index of the first element equal to the maximum (ties go to the first).
-    first = jnp.full(pooled.shape, window * window - 1, index_dtype)
-    for index in range(window * window - 2, -1, -1):
-        first = jnp.where(corners[index] == pooled, jnp.asarray(index, index_dtype), first)
-    return pooled, first
-
-
-def _max_pool_tiles_bwd(window: int, first: jax.Array, cotangent: jax.Array):
-    batch, height, width, channels = cotangent.shape
-    position = window * jnp.arange(window)[:, None] + jnp.arange(window)[None, :]
-    chosen = first[:, :, None, :, None, :] == position.astype(first.dtype)[None, None, :, None, :, None]
-    grad = jnp.where(chosen, cotangent[:, :, None, :, None, :], jnp.zeros((), cotangent.dtype))
-    return (grad.reshape(batch, height * window, width * window, channels),)
-
-
-_max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
 
 
 def _window_stack(x: jax.Array, window: int, stride: int, padding: Any) -> jax.Array:
@@ -376,173 +349,16 @@ class Dropout(nn.Module):
         return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
 
 
-CONV_IMPL_CHOICES = ("auto", "xla", "im2col", "banded")
-
-# `banded` (see `banded_conv`) trades arithmetic for memory traffic: it multiplies
-# wide row segments by a banded matrix, doing (block + kw - 1) / kw times
-# im2col's multiply-adds while reading each input element about kh times instead
-# of kh * kw. That pays on CPU for convolutions with few input channels (LeNet's
-# 5x5 convolutions, an RGB stem), where im2col's patch matrix, not the
-# arithmetic, is the cost; the limits below keep it to such layers.
-BANDED_MAX_ROW_FEATURES = 32  # kernel width * input channels
-BANDED_MAX_MATRIX_SIZE = 1 << 16  # elements of the banded matrix
-
-
-def _conv_pads(x_shape, kernel_shape, strides, padding) -> list[tuple[int, int]]:
-    if isinstance(padding, str):
-        return [tuple(p) for p in jax.lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], strides, padding)]
-    return [tuple(p) for p in padding]
-
-
-def banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count: int = 1) -> bool:
-    """Whether `auto` lowers this convolution to `banded_conv` on CPU (see `BANDED_*`)."""
-    kh, kw, cin, cout = kernel_shape
-    if tuple(strides) != (1, 1) or feature_group_count != 1 or kw == 1:
-        return False
-    pads = _conv_pads(x_shape, kernel_shape, (1, 1), padding)
-    out_w = x_shape[2] + sum(pads[1]) - kw + 1
-    if out_w <= 0:
-        return False
-    block = banded_block_width(out_w, kw)
-    span = block + kw - 1
-    # A block of one column is im2col with another patch layout: leave that to im2col.
-    return (block > 1 and kw * cin <= BANDED_MAX_ROW_FEATURES
-            and kh * span * cin * block * cout <= BANDED_MAX_MATRIX_SIZE)
-
-
-def _resolve_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
-                  feature_group_count: int = 1) -> str:
-    if impl not in CONV_IMPL_CHOICES:
-        raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
-    if impl == "auto":
-        # XLA's CPU convolutions (and their vmapped, grouped form) are slow; a
-        # matmul over shifted slices is faster there, and for small layers a
-        # banded matmul faster still. Accelerators keep cuDNN/XLA.
-        if jax.default_backend() != "cpu":
-            return "xla"
-        if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count):
-            return "banded"
-        return "im2col"
-    return impl
-
-
-def banded_block_width(out_w: int, kw: int) -> int:
-    """Output columns per block of `banded_conv`: the divisor of `out_w` nearest kw - 1.
-
-    Blocks of about kw - 1 columns keep the extra multiply-adds under 2x, and a
-    divisor needs no padding columns.
-    """
-    divisors = [d for d in range(1, out_w + 1) if out_w % d == 0]
-    return min(divisors, key=lambda d: (abs(d - (kw - 1)), -d))
-
-
-def banded_matrix(kernel: jax.Array, width: int) -> jax.Array:
-    """The HWIO `kernel` as a (kh * width * c_in, out_w * c_out) banded matrix.
-
-    Entry ((i, w, c), (o, d)) is `kernel[i, w - o, c, d]` where 0 <= w - o < kw
-    and zero elsewhere: column block o holds the kernel shifted to output column o.
-    """
-    kh, kw, cin, cout = kernel.shape
-    out_w = width - kw + 1
-    shifted = [jnp.pad(kernel, ((0, 0), (o, width - kw - o), (0, 0), (0, 0))) for o in range(out_w)]
-    return jnp.stack(shifted, axis=3).reshape(kh * width * cin, out_w * cout)
-
-
-@jax.custom_vjp
-def _written_gradient(x: jax.Array) -> jax.Array:
-    """Identity whose backward pass writes the cotangent out through a matmul.
-
-    Multiplying by the (channels x channels) identity matrix is exact for finite
-    values; the matmul only stops XLA from fusing the computation of the
-    cotangent (for a convolution's input: a sum of shifted slices) into its
-    consumer. Without it the gradient of a preceding max pool, which reads each
-    cotangent element once per window position, recomputes that sum 4 times.
-    """
-    return x
-
-
-def _written_gradient_fwd(x):
-    return x, None
-
-
-def _written_gradient_bwd(_, cotangent):
-    channels = cotangent.shape[-1]
-    eye = jnp.eye(channels, dtype=cotangent.dtype)
-    written = jnp.matmul(cotangent.reshape(-1, channels), eye, precision=jax.lax.Precision.HIGHEST)
-    return (written.reshape(cotangent.shape),)
-
-
-_written_gradient.defvjp(_written_gradient_fwd, _written_gradient_bwd)
-
-
-def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None = None) -> jax.Array:
-    """Stride-1 2-D convolution as one matmul of row segments by a banded matrix.
-
-    Equals `lax.conv_general_dilated` (stride 1, no dilation, one group) on NHWC
-    input and an HWIO kernel. The output is cut into blocks of `block` columns
-    (default `banded_block_width`); the block at output (b, y, columns
-    q*block ...) is the kh input rows y..y+kh-1 over the block's block + kw - 1
-    input columns, flattened, times `banded_matrix(kernel, block + kw - 1)`, the
-    same matrix for every block. `block=1` is im2col; one block spanning the
-    width reads each input row once per kernel row.
-    """
-    kh, kw, cin, cout = kernel.shape
-    pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
-    x = jnp.pad(_written_gradient(x), ((0, 0), pads[0], pads[1], (0, 0)))
-    batch, height, width, _ = x.shape
-    out_h, out_w = height - kh + 1, width - kw + 1
-    block = block or banded_block_width(out_w, kw)
-    blocks = -(-out_w // block)
-    span = block + kw - 1
-    if blocks * block + kw - 1 > width:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, blocks * block + kw - 1 - width), (0, 0)))
-    # Two stacks on new axes (kernel rows, then column blocks): XLA writes each in
-    # one fused loop, where concatenating along channels copies piece by piece.
-    rows = jnp.stack([x[:, i : i + out_h] for i in range(kh)], axis=2)
-    segments = jnp.stack([rows[:, :, :, q * block : q * block + span] for q in range(blocks)], axis=2)
-    segments = segments.reshape(batch * out_h * blocks, kh * span * cin)
-    y = (segments @ banded_matrix(kernel, span)).reshape(batch, out_h, blocks * block, cout)
-    return y[:, :, :out_w]
-
-
-def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
-    """2-D convolution as one matmul over shifted slices (NHWC input, HWIO kernel).
-
-    Equals `lax.conv_general_dilated` (no dilation, one group): patches are laid
-    out (kh, kw, c_in) so `kernel.reshape(-1, c_out)` multiplies them directly.
-    """
-    kh, kw, cin, cout = kernel.shape
-    sh, sw = strides
-    if isinstance(padding, str):
-        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
-    else:
-        pads = [tuple(p) for p in padding]
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    height, width = x.shape[1], x.shape[2]
-    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
-    if kh == kw == 1:
-        patches = x[:, : sh * (out_h - 1) + 1 : sh, : sw * (out_w - 1) + 1 : sw, :]
-    else:
-        patches = jnp.concatenate(
-            [
-                x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
-                for i in range(kh)
-                for j in range(kw)
-            ],
-            axis=-1,
-        )
-    return patches @ kernel.reshape(kh * kw * cin, cout)
-
 
 class Conv(nn.Module):
     """A drop-in for `nn.Conv` (same `kernel`/`bias` parameters) with a choice of lowering.
 
     `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), `banded`
-    (row segments times a banded matrix made from the kernel, `banded_conv`; a
-    strided or grouped convolution falls back to im2col or xla), or `auto`: on
-    CPU `banded` where `banded_applies` (stride 1, few input channels) and
-    `im2col` elsewhere, on accelerators `xla`. Parameters and results are the
-    same either way, so the choice is purely about speed.
+    (row segments times a banded matrix made from the kernel,
+    `cpu_conv.banded_conv`; a strided or grouped convolution falls back to
+    im2col or xla), or `auto` (`cpu_conv.resolve_conv_impl`: on CPU `banded`
+    where it applies, else `im2col`; `xla` on accelerators). Parameters and results are the same either
+    way, so the choice is purely about speed.
     """
 
     features: int
@@ -561,11 +377,11 @@ class Conv(nn.Module):
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.feature_group_count, self.features))
         strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
-        impl = _resolve_impl(self.impl, x.shape, kernel.shape, strides, self.padding, self.feature_group_count)
+        impl = cpu_conv.resolve_conv_impl(self.impl, x.shape, kernel.shape, strides, self.padding, self.feature_group_count)
         if impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
-            y = banded_conv(x, kernel.astype(x.dtype), self.padding)
+            y = cpu_conv.banded_conv(x, kernel.astype(x.dtype), self.padding)
         elif impl in ("im2col", "banded") and self.feature_group_count == 1:
-            y = im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
+            y = cpu_conv.im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
         else:
             y = jax.lax.conv_general_dilated(
                 x, kernel.astype(x.dtype), strides, self.padding,

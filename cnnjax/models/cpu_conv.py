@@ -1,0 +1,195 @@
+"""CPU lowerings of 2-D convolution: im2col (shifted slices + one matmul) and banded matmuls.
+
+XLA's own CPU convolution is fast for a 3x3 layer compiled outside any loop
+(forward, input gradient and weight gradient reach library kernels), but
+inside a `while` loop its CPU backend compiles them otherwise (the optimised
+HLO marks each for partitioned code generation) and they run far slower: ResNet-20 at batch 128 takes 15 s per step with its
+blocks under `nn.scan` and 1 s unrolled, and a scanned pair of 3x3
+convolutions' gradients is 10-20x slower than unrolled. So on CPU `auto`
+lowers to matmuls (`im2col_conv`, or `banded_conv` for layers with few input
+channels, such as LeNet's 5x5 layers or an RGB stem), which are fast in and
+out of loops, and models that scan blocks unroll them on CPU (`unroll_blocks`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+CONV_IMPL_CHOICES = ("auto", "xla", "im2col", "banded")
+
+# `banded` (see `banded_conv`) trades arithmetic for memory traffic: it multiplies
+# wide row segments by a banded matrix, doing (block + kw - 1) / kw times
+# im2col's multiply-adds while reading each input element about kh times instead
+# of kh * kw. That pays on CPU for convolutions with few input channels (LeNet's
+# 5x5 convolutions, an RGB stem), where im2col's patch matrix, not the
+# arithmetic, is the cost; the limits below keep it to such layers.
+BANDED_MAX_ROW_FEATURES = 32  # kernel width * input channels
+BANDED_MAX_MATRIX_SIZE = 1 << 16  # elements of the banded matrix
+
+
+def _conv_pads(x_shape, kernel_shape, strides, padding) -> list[tuple[int, int]]:
+    if isinstance(padding, str):
+        return [tuple(p) for p in jax.lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], strides, padding)]
+    return [tuple(p) for p in padding]
+
+
+def banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count: int = 1) -> bool:
+    """Whether `auto` lowers this convolution to `banded_conv` on CPU (see `BANDED_*`)."""
+    kh, kw, cin, cout = kernel_shape
+    if tuple(strides) != (1, 1) or feature_group_count != 1 or kw == 1:
+        return False
+    pads = _conv_pads(x_shape, kernel_shape, (1, 1), padding)
+    out_w = x_shape[2] + sum(pads[1]) - kw + 1
+    if out_w <= 0:
+        return False
+    block = banded_block_width(out_w, kw)
+    span = block + kw - 1
+    # A block of one column is im2col with another patch layout: leave that to im2col.
+    return (block > 1 and kw * cin <= BANDED_MAX_ROW_FEATURES
+            and kh * span * cin * block * cout <= BANDED_MAX_MATRIX_SIZE)
+
+
+def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
+                      feature_group_count: int = 1) -> str:
+    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded`, `im2col` or `xla`.
+
+    On CPU `auto` is `banded` where `banded_applies` and `im2col` elsewhere;
+    accelerators keep XLA's (cuDNN's) convolutions. `xla` is faster on CPU for
+    a convolution compiled outside any loop (ResNet-20, batch 128, blocks
+    unrolled: about 0.65x the CPU time of `im2col` per step), but inside a
+    `while` loop (a `lax.scan` over steps, a `lax.map` over population
+    members) XLA's CPU backend runs its input and weight gradients 10-100x
+    slower; a layer cannot tell where it will be compiled, so
+    `auto` keeps the lowering that is fast in both places.
+    """
+    if impl not in CONV_IMPL_CHOICES:
+        raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
+    if impl == "auto":
+        if jax.default_backend() != "cpu":
+            return "xla"
+        if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count):
+            return "banded"
+        return "im2col"
+    return impl
+
+
+def unroll_blocks(repeats: int) -> int:
+    """The `unroll` for a scan over `repeats` blocks of convolutions: all of them on CPU, else 1.
+
+    Unrolled, the parameters keep their stacked layout (same model, same
+    checkpoints) while XLA's CPU backend compiles each convolution outside a
+    loop, where it reaches its fast kernels; accelerators keep the loop (and its
+    flat compile time).
+    """
+    return max(1, repeats) if jax.default_backend() == "cpu" else 1
+
+
+def banded_block_width(out_w: int, kw: int) -> int:
+    """Output columns per block of `banded_conv`: the divisor of `out_w` nearest kw - 1.
+
+    Blocks of about kw - 1 columns keep the extra multiply-adds under 2x, and a
+    divisor needs no padding columns.
+    """
+    divisors = [d for d in range(1, out_w + 1) if out_w % d == 0]
+    return min(divisors, key=lambda d: (abs(d - (kw - 1)), -d))
+
+
+def banded_matrix(kernel: jax.Array, width: int) -> jax.Array:
+    """The HWIO `kernel` as a (kh * width * c_in, out_w * c_out) banded matrix.
+
+    Entry ((i, w, c), (o, d)) is `kernel[i, w - o, c, d]` where 0 <= w - o < kw
+    and zero elsewhere: column block o holds the kernel shifted to output column o.
+    """
+    kh, kw, cin, cout = kernel.shape
+    out_w = width - kw + 1
+    shifted = [jnp.pad(kernel, ((0, 0), (o, width - kw - o), (0, 0), (0, 0))) for o in range(out_w)]
+    return jnp.stack(shifted, axis=3).reshape(kh * width * cin, out_w * cout)
+
+
+@jax.custom_vjp
+def _written_gradient(x: jax.Array) -> jax.Array:
+    """Identity whose backward pass writes the cotangent out through a matmul.
+
+    Multiplying by the (channels x channels) identity matrix is exact for finite
+    values; the matmul only stops XLA from fusing the computation of the
+    cotangent (for a convolution's input: a sum of shifted slices) into its
+    consumer. Without it the gradient of a preceding max pool, which reads each
+    cotangent element once per window position, recomputes that sum 4 times.
+    """
+    return x
+
+
+def _written_gradient_fwd(x):
+    return x, None
+
+
+def _written_gradient_bwd(_, cotangent):
+    channels = cotangent.shape[-1]
+    eye = jnp.eye(channels, dtype=cotangent.dtype)
+    written = jnp.matmul(cotangent.reshape(-1, channels), eye, precision=jax.lax.Precision.HIGHEST)
+    return (written.reshape(cotangent.shape),)
+
+
+_written_gradient.defvjp(_written_gradient_fwd, _written_gradient_bwd)
+
+
+def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None = None) -> jax.Array:
+    """Stride-1 2-D convolution as one matmul of row segments by a banded matrix.
+
+    Equals `lax.conv_general_dilated` (stride 1, no dilation, one group) on NHWC
+    input and an HWIO kernel. The output is cut into blocks of `block` columns
+    (default `banded_block_width`); the block at output (b, y, columns
+    q*block ...) is the kh input rows y..y+kh-1 over the block's block + kw - 1
+    input columns, flattened, times `banded_matrix(kernel, block + kw - 1)`, the
+    same matrix for every block. `block=1` is im2col; one block spanning the
+    width reads each input row once per kernel row.
+    """
+    kh, kw, cin, cout = kernel.shape
+    pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
+    x = jnp.pad(_written_gradient(x), ((0, 0), pads[0], pads[1], (0, 0)))
+    batch, height, width, _ = x.shape
+    out_h, out_w = height - kh + 1, width - kw + 1
+    block = block or banded_block_width(out_w, kw)
+    blocks = -(-out_w // block)
+    span = block + kw - 1
+    if blocks * block + kw - 1 > width:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, blocks * block + kw - 1 - width), (0, 0)))
+    # Two stacks on new axes (kernel rows, then column blocks): XLA writes each in
+    # one fused loop, where concatenating along channels copies piece by piece.
+    rows = jnp.stack([x[:, i : i + out_h] for i in range(kh)], axis=2)
+    segments = jnp.stack([rows[:, :, :, q * block : q * block + span] for q in range(blocks)], axis=2)
+    segments = segments.reshape(batch * out_h * blocks, kh * span * cin)
+    y = (segments @ banded_matrix(kernel, span)).reshape(batch, out_h, blocks * block, cout)
+    return y[:, :, :out_w]
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
+    """2-D convolution as one matmul over shifted slices (NHWC input, HWIO kernel).
+
+    Equals `lax.conv_general_dilated` (no dilation, one group): patches are laid
+    out (kh, kw, c_in) so `kernel.reshape(-1, c_out)` multiplies them directly.
+    """
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
+    else:
+        pads = [tuple(p) for p in padding]
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    height, width = x.shape[1], x.shape[2]
+    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    if kh == kw == 1:
+        patches = x[:, : sh * (out_h - 1) + 1 : sh, : sw * (out_w - 1) + 1 : sw, :]
+    else:
+        patches = jnp.concatenate(
+            [
+                x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
+                for i in range(kh)
+                for j in range(kw)
+            ],
+            axis=-1,
+        )
+    return patches @ kernel.reshape(kh * kw * cin, cout)
