@@ -88,5 +88,5 @@ def test_a_sweep_killed_between_two_phases_resumes_to_the_uninterrupted_sweep(tm
     assert half["files_corrupted"] == 0
     point = half["points"][0]
     assert point["checkpoint"] in point["checkpoints_left"]  # killed after that boundary checkpoint
-    assert set(point["equal"]) == {"results.csv", "results.json", "summary", "metrics", "checkpoint",
+    assert set(point["equal"]) == {"results.csv", "results.json", "summary", "plans", "metrics", "checkpoint",
                                    "best checkpoint", "best summary"}
