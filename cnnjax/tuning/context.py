@@ -74,6 +74,7 @@ class Sweep:
                 mesh=self.mesh, progress=self.progress,
             )
             self.trainers[key].forced_plans = self.phases.forced_plans(group_config)
+            self.trainers[key].group = {}
         return self.trainers[key]
 
     def population(self, group_config, members, ids):
@@ -83,11 +84,16 @@ class Sweep:
         return dataclasses.replace(pop, ids=list(ids))
 
     def note_plans(self, trainer: PopulationTrainer, group: dict[str, Any]) -> None:
-        for t in trainer.trials:
-            self.plans_used.append({"group": group, "plan": str(t.plan), "step_ms": t.step_ms,
-                                    "memory_mib": None if t.memory_bytes is None else t.memory_bytes / 2**20,
-                                    "fits": t.fits, "picked": t.picked})
+        """Moves the plans the trainer measured into the sweep's report."""
+        self.plans_used += self.pending_plans(trainer, group)
         trainer.trials = []
+
+    @staticmethod
+    def pending_plans(trainer: PopulationTrainer, group: dict[str, Any]) -> list[dict[str, Any]]:
+        """The trainer's measured plans not yet noted (a checkpoint keeps them too, so a resume reports them)."""
+        return [{"group": group, "plan": str(t.plan), "step_ms": t.step_ms,
+                 "memory_mib": None if t.memory_bytes is None else t.memory_bytes / 2**20,
+                 "fits": t.fits, "picked": t.picked} for t in trainer.trials]
 
 
 def _traced(values: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +125,7 @@ def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], l
         pop = sweep.population(group_config, [members[i] for i in idx], group_ids)
         _pad_check(sweep, pop)
         trainer = sweep.trainer(group_config)
+        trainer.group = static
         every = Schedule.from_config(group_config, sweep.dataset.train.num_examples).eval_every_steps
         where = ", ".join(filter(None, [label, f"group {g + 1}/{len(groups)}" if len(groups) > 1 else ""]))
         sweep.phases.train(trainer, pop, pop.total_steps, every, where or f"{pop.size} members")

@@ -191,7 +191,8 @@ class Phases:
             "global_step": self.global_done + pop.step - start,
             "records": {str(m): dataclasses.asdict(r) for m, r in sweep.records.items()},
             "phase_records": self.phase_records, "plans": self.chosen_plans,
-            "plans_used": sweep.plans_used, "sweep": sweep_block(sweep.config),
+            "plans_used": sweep.plans_used + sweep.pending_plans(trainer, trainer.group),
+            "sweep": sweep_block(sweep.config),
             "label": self.label,
         }
         tree = {"state": pop.state, "alive": pop.alive, "data_keys": pop.data_keys}

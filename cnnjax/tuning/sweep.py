@@ -162,6 +162,7 @@ def _halve(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], min_epoc
         group_config = member_config(sweep.config, static)
         pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
         trainer = sweep.trainer(group_config)
+        trainer.group = static
         epochs_done, rung_epochs = 0.0, min_epochs
         while True:
             target = min(rung_epochs, group_config.num_epochs)
@@ -232,6 +233,7 @@ def run_pbt(sweep: Sweep) -> None:
         group_config = member_config(sweep.config, static)
         pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
         trainer = sweep.trainer(group_config)
+        trainer.group = static
         interval = max(1, int(round(s.pbt_interval_epochs * pop.steps_per_epoch)))
         while pop.step < pop.total_steps:
             pop = sweep.phases.train(trainer, pop, min(interval, pop.total_steps - pop.step), None,
