@@ -328,3 +328,15 @@ def _is_tfds_name(name: str) -> bool:
     except ImportError:
         return False
     return name in tfds.list_builders(with_community_datasets=False)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`path: old -> new` for every key whose value differs between two config dicts (nested)."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return diffs

@@ -46,17 +46,6 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
 
 
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _config_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return diffs
-
-
 def _config_as_json(config: ml_collections.ConfigDict) -> dict:
     # Round trip through JSON so tuples/lists compare equal to a file's contents.
     return json.loads(config.to_json_best_effort(sort_keys=True))
@@ -69,7 +58,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, allow_config_
         return
     with open(path) as f:
         old = json.load(f)
-    diffs = _config_diff(old, _config_as_json(config))
+    diffs = config_lib.config_diff(old, _config_as_json(config))
     if diffs:
         raise WorkdirConfigMismatchError(
             f"{workdir} holds a run with a different config:\n  "

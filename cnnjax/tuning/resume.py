@@ -29,6 +29,7 @@ import ml_collections
 from absl import logging
 
 from cnnjax.training.checkpoint import Checkpointer
+from cnnjax.training.config import config_diff
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning.best import keep_candidates
 from cnnjax.tuning.runner import MemberRecord, grow_total
@@ -49,17 +50,6 @@ class SweepResumeError(ValueError):
 def sweep_block(config: ml_collections.ConfigDict) -> dict[str, Any]:
     block = json.loads(config.sweep.to_json_best_effort(sort_keys=True))
     return {k: v for k, v in block.items() if k not in _FIXED_SWEEP_KEYS_EXCEPT}
-
-
-def _diff(old: dict, new: dict, prefix: str = "sweep.") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
 
 
 def truncate_sweep_metrics(workdir: str, phase: int, step: int) -> None:
@@ -117,7 +107,7 @@ class Phases:
         if found is None:
             return None
         step, meta = found
-        diffs = _diff(meta["sweep"], sweep_block(config))
+        diffs = config_diff(meta["sweep"], sweep_block(config), "sweep.")
         if diffs:
             raise SweepResumeError(
                 f"{self.checkpointer.directory} holds a checkpoint of a different sweep:\n  " + "\n  ".join(diffs)

@@ -25,15 +25,6 @@ def load(name, arg="smoke"):
     return module.get_config(arg)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from cnnjax.data import load_dataset
-
-    config = load("sweep_lr_wd")
-    config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
-    return config.data.data_dir, load_dataset(config.data)
-
-
 def smoke(name, data_dir, **changes):
     config = load(name)
     config.data.data_dir = data_dir

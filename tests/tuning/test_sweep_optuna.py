@@ -14,16 +14,7 @@ from cnnjax.tuning import plans  # noqa: E402
 from cnnjax.tuning.sweep import SweepError, run_sweep  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep import load, smoke  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from cnnjax.data import load_dataset
-
-    config = load("sweep_lr_wd")
-    config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
-    return config.data.data_dir, load_dataset(config.data)
+from test_sweep import smoke  # noqa: E402
 
 
 def tpe_config(data_dir, **changes):

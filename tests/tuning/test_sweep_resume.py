@@ -19,17 +19,7 @@ from cnnjax.training.train import WorkdirConfigMismatchError
 from cnnjax.tuning.sweep import SweepError, run_sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep import ROOT, load, smoke  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from cnnjax.data import load_dataset
-
-    config = load("sweep_lr_wd")
-    config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
-    return config.data.data_dir, load_dataset(config.data)
-
+from test_sweep import ROOT, smoke  # noqa: E402
 
 # Strategy -> (config changes, stop points in sweep steps; each stop is followed by a resume).
 # Points sit mid-phase, on a phase boundary (between rounds / rungs / brackets / PBT intervals) and after.
