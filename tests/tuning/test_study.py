@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import ml_collections
 import pytest
@@ -162,6 +163,57 @@ def test_two_workers_share_one_study(tmp_path, kind):
     params = [json.dumps(t.params, sort_keys=True) for t in trials]
     assert len(set(params)) == len(params)
     assert {t.user_attrs["workdir"] for t in trials} == {str(tmp_path / "w0"), str(tmp_path / "w1")}
+
+
+def _postgres_server():
+    """A PostgreSQL server on 127.0.0.1, run by the `postgres` user in a scratch folder; returns (URL, stop)."""
+    import shutil
+    import socket
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        pytest.skip("needs root and PostgreSQL's initdb/pg_ctl (apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason='needs the driver: pip install "psycopg[binary]"')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(tempfile.mkdtemp(prefix="cnnjax-pg-"))  # pytest's tmp_path is closed to other users
+    data = root / "pgdata"
+    data.mkdir()
+    shutil.chown(root, "postgres")
+    shutil.chown(data, "postgres")
+
+    def as_postgres(command):
+        subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True, timeout=120)
+
+    as_postgres(f"initdb -D {data} -A trust")
+    as_postgres(f"pg_ctl -D {data} -o '-h 127.0.0.1 -p {port} -k {data}' -l {root}/server.log -w start")
+    as_postgres(f"createdb -h 127.0.0.1 -p {port} study")
+
+    def stop():
+        as_postgres(f"pg_ctl -D {data} -m fast stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/study", stop
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgresql_study(tmp_path):
+    url, stop = _postgres_server()
+    try:
+        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, str(tmp_path / f"w{i}"), "3"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        for p in procs:
+            out, _ = p.communicate(timeout=300)
+            assert p.returncode == 0, out
+        study = optuna.load_study(study_name="shared", storage=url)
+        trials = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(trials) == 2 * 3 * 6
+        params = [json.dumps(t.params, sort_keys=True) for t in trials]
+        assert len(set(params)) == len(params)
+    finally:
+        stop()
 
 
 def test_member_runs_carry_hparams_and_curves(tmp_path):
