@@ -100,3 +100,37 @@ def test_study_with_another_space_is_refused_before_training(data, tmp_path):
     with pytest.raises(SweepError, match="recorded with a different space"):
         run_sweep(other, str(tmp_path / "w2"), dataset=dataset)
     assert not (tmp_path / "w2" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_two_sweep_commands_share_one_study(tmp_path, subprocess_env, load_config):
+    import subprocess
+
+    from test_sweep import ROOT
+
+    from cnnjax.data import load_dataset
+
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    config = ROOT / "experiments" / "configs" / "sweep_lr_wd.py"
+    commands = [[sys.executable, "-m", "cnnjax.main", "--mode=sweep", f"--config={config}:smoke",
+                 f"--workdir={tmp_path / f'w{i}'}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+                 "--config.progress_bar=False", "--config.sweep.sampler=tpe", "--config.sweep.rounds=2",
+                 "--config.sweep.population_size=3", f"--config.sweep.storage={storage}",
+                 "--config.sweep.study_name=shared"] for i in range(2)]
+    data_config = load_config("sweep_lr_wd", "smoke").data
+    data_config.data_dir = str(tmp_path / "tfds")
+    load_dataset(data_config)  # prepared once here, not by two commands at the same time
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env)
+             for c in commands]
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 * 2 * 3
+    assert len({t.number for t in done}) == len(done)
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == len(done)
+    for i in range(2):
+        rows = list(csv.DictReader(open(tmp_path / f"w{i}" / "results.csv")))
+        assert sorted(int(r["trial"]) for r in rows) == sorted(
+            t.number for t in done if t.user_attrs["workdir"] == str(tmp_path / f"w{i}"))
