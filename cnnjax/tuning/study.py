@@ -42,8 +42,17 @@ def param_name(path: str, dist: space_lib.Distribution) -> str:
     return f"1-{path}" if dist.kind == "one_minus_loguniform" else path
 
 
-def distributions(space: dict[str, space_lib.Distribution]) -> dict[str, Any]:
-    """The Optuna distribution of each dimension, keyed by trial parameter name."""
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def distributions(space: dict[str, space_lib.Distribution], propose: bool = True) -> dict[str, Any]:
+    """The Optuna distribution of each dimension, keyed by trial parameter name.
+
+    A choice among values Optuna cannot store (tuples, lists) is an error when
+    Optuna proposes the members (`propose`); when it only records them, the
+    choices are stored as their `repr` strings.
+    """
     optuna = _optuna()
     out = {}
     for path in sorted(space):
@@ -58,11 +67,13 @@ def distributions(space: dict[str, space_lib.Distribution]) -> dict[str, Any]:
         elif dist.kind == "int":
             out[name] = optuna.distributions.IntDistribution(int(dist.low), int(dist.high))
         elif dist.kind == "choice":
-            bad = [v for v in dist.args if not isinstance(v, (str, int, float, bool, type(None)))]
-            if bad:
-                raise StudyError(f"sweep.space.{path}: Optuna cannot store the choice value(s) {bad!r}; "
-                                 "choices must be strings, numbers, booleans or None")
-            out[name] = optuna.distributions.CategoricalDistribution(tuple(dist.args))
+            bad = [v for v in dist.args if not _plain(v)]
+            if bad and propose:
+                raise StudyError(f"sweep.space.{path}: Optuna cannot propose the choice value(s) {bad!r}; "
+                                 "with sweep.sampler=tpe/cmaes/gp choices must be strings, numbers, booleans or "
+                                 "None (the model-free samplers random, grid, quasi_random take any value)")
+            choices = tuple(dist.args) if not bad else tuple(repr(v) for v in dist.args)
+            out[name] = optuna.distributions.CategoricalDistribution(choices)
         else:  # parse_distribution admits nothing else
             raise StudyError(f"sweep.space.{path}: {dist.kind} has no Optuna counterpart")
     return out
@@ -73,6 +84,8 @@ def to_params(values: dict[str, Any], space: dict[str, space_lib.Distribution]) 
     params = {}
     for path, dist in space.items():
         value = values[path]
+        if dist.kind == "choice" and not all(_plain(v) for v in dist.args):
+            value = repr(value)  # recorded as in `distributions(space, propose=False)`
         params[param_name(path, dist)] = 1.0 - value if dist.kind == "one_minus_loguniform" else value
     return params
 
@@ -212,7 +225,7 @@ def open_study(sweep_config, workdir: str, space: dict[str, space_lib.Distributi
     """Creates or loads the sweep's study; refuses one recorded with a different space."""
     optuna = _optuna()
     storage_url, name = validate_storage(sweep_config, workdir)
-    dists = distributions(space)
+    dists = distributions(space, propose=sweep_config.sampler in OPTUNA_SAMPLERS)
     storage = open_storage(storage_url)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",

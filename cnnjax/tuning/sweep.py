@@ -119,7 +119,7 @@ def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Dis
     if sweep.sampler == "grid":
         space_lib.sample(space, "grid", sweep.population_size, grid_points=sweep.grid_points)
     try:
-        study_lib.distributions(space)
+        study_lib.distributions(space, propose=sweep.sampler in study_lib.OPTUNA_SAMPLERS)
         study_lib.check_sampler_available(sweep.sampler)
     except study_lib.StudyError as err:
         raise SweepError(str(err)) from None

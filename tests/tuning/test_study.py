@@ -43,6 +43,17 @@ def test_distributions_map_each_kind():
     assert d["model.name"].choices == ("lenet5", "mlp")
 
 
+def test_choices_optuna_cannot_propose():
+    space = {"schedule.boundaries_epochs": space_lib.parse_distribution("b", "choice((30, 60), (50, 75))")}
+    with pytest.raises(study_lib.StudyError, match=r"cannot propose the choice value\(s\) \[\(30, 60\), \(50, 75\)\]"):
+        study_lib.distributions(space)
+    # Recorded only (model-free samplers): stored as their repr.
+    assert study_lib.distributions(space, propose=False)["schedule.boundaries_epochs"].choices == (
+        "(30, 60)", "(50, 75)")
+    assert study_lib.to_params({"schedule.boundaries_epochs": (50, 75)}, space) == {
+        "schedule.boundaries_epochs": "(50, 75)"}
+
+
 def test_params_round_trip():
     values = {"optimizer.learning_rate": 0.03, "optimizer.momentum": 0.95, "loss.label_smoothing": 0.1,
               "batch_size": 32, "model.name": "mlp"}

@@ -82,6 +82,8 @@ def test_model_free_sweeps_record_their_members(data, tmp_path):
                                 "tpe, cmaes, gp"),
     ({"sweep.sampler": "tpe", "sweep.strategy": "pbt"}, "runs with sweep.strategy='single'"),
     ({"sweep.sampler": "tpe", "sweep.storage": "nosuchdb://h/x"}, "sweep.storage='nosuchdb://h/x' cannot be opened"),
+    ({"sweep.sampler": "tpe", "sweep.space_extra": "schedule.boundaries_epochs=choice((30, 60), (50, 75))"},
+     "Optuna cannot propose the choice value"),
 ])
 def test_bad_optuna_settings_fail_before_training(data, tmp_path, changes, message):
     data_dir, dataset = data
