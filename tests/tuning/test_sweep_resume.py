@@ -199,6 +199,26 @@ def test_sigkill_at_many_points_of_a_halving_sweep(data, tmp_path):
     assert_same_sweep(tmp_path / "a", Path(work))
 
 
+@pytest.mark.slow
+def test_sigkilled_tpe_sweep_resumes_with_each_trial_once(data, tmp_path):
+    """Kills in round 1, between the rounds and in round 2 of a model-based sweep."""
+    optuna = pytest.importorskip("optuna")
+    data_dir, dataset = data
+    tpe = {"sweep.sampler": "tpe", "sweep.rounds": 2, "sweep.population_size": 3}
+    run_sweep(sweep_config(data_dir, "single", **tpe), str(tmp_path / "a"), dataset=dataset)
+    flags = [f"--config.{k}={v}" for k, v in tpe.items()]
+    work = str(tmp_path / "b")
+    # Orbax steps: 1000 * sweep step + phase; round 1 (phase 0) ends at sweep step 8.
+    for ready in (_has_checkpoint(6000), _has_checkpoint(8000), _has_checkpoint(11001)):
+        code, out, sent = _run_until(_cli(work, data_dir, *flags), work, ready, signal.SIGKILL)
+        assert sent and code == -signal.SIGKILL, out[-3000:]
+    assert "Resuming the sweep at phase 1" in _run_to_end(work, data_dir, flags)
+    assert_same_sweep(tmp_path / "a", Path(work))
+    trials = optuna.load_study(study_name="b", storage=f"sqlite:///{work}/study.db").get_trials()
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
 def test_best_members_are_run_workdirs_with_test_accuracy(data, tmp_path):
     data_dir, dataset = data
     from cnnjax.training.train import train_and_evaluate
