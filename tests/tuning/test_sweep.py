@@ -110,7 +110,7 @@ def test_successive_halving_repacks_smaller_populations(data, tmp_path):
 
 
 def test_hyperband_brackets_match_the_paper():
-    from cnnjax.tuning.sweep import hyperband_brackets
+    from cnnjax.tuning.budget import hyperband_brackets
 
     # Li et al. 2018, Table 1: R = 81, eta = 3.
     brackets = hyperband_brackets(81, 1, 3)

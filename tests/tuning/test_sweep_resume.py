@@ -252,7 +252,8 @@ def test_best_members_are_run_workdirs_with_test_accuracy(data, tmp_path):
 
 def test_planned_member_steps_match_the_rungs():
     from cnnjax.training.config import base_config
-    from cnnjax.tuning.sweep import planned_member_steps, read_space
+    from cnnjax.tuning.budget import planned_member_steps
+    from cnnjax.tuning.sweep import read_space
 
     config = base_config()
     config.batch_size, config.num_epochs = 32, 2
