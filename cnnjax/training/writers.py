@@ -14,7 +14,7 @@ import json
 import math
 import os
 import tempfile
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 from absl import logging
 
@@ -160,10 +160,14 @@ def truncate_metrics(workdir: str, after_step: int) -> None:
     The final evaluation's record (the only one with `eval/` keys) is written after
     the last checkpoint, so a run resumed from that checkpoint evaluates and logs it again.
     """
+    rewrite_metrics(workdir, lambda r: r.get("step", 0) <= after_step and not any(k.startswith("eval/") for k in r))
+
+
+def rewrite_metrics(workdir: str, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrites `workdir/metrics.jsonl` (atomically) with the records `keep` accepts; a torn line goes."""
     path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
         return
-    kept = [r for r in read_metrics(path)
-            if r.get("step", 0) <= after_step and not any(k.startswith("eval/") for k in r)]
+    kept = [r for r in read_metrics(path) if keep(r)]
     with atomic_write(path) as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any
 
 import ml_collections
@@ -30,6 +29,7 @@ from absl import logging
 
 from cnnjax.training.checkpoint import Checkpointer
 from cnnjax.training.config import config_diff
+from cnnjax.training.writers import rewrite_metrics
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning.best import keep_candidates
 from cnnjax.tuning.runner import MemberRecord, grow_total
@@ -53,24 +53,9 @@ def sweep_block(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def truncate_sweep_metrics(workdir: str, phase: int, step: int) -> None:
-    """Drops records written after (phase, step) and a torn last line; temp file + rename."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-            p = record.get("phase", -1)
-            if p < phase or (p == phase and record.get("step", 0) <= step):
-                kept.append(json.dumps(record) + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    """Drops records written after (phase, step) and a torn last line."""
+    rewrite_metrics(workdir, lambda r: r.get("phase", -1) < phase
+                    or (r.get("phase", -1) == phase and r.get("step", 0) <= step))
 
 
 def _skip(bar, units: int) -> None:

@@ -156,19 +156,24 @@ WORKER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_two_workers_share_one_study(tmp_path, kind):
-    storage = f"sqlite:///{tmp_path}/shared.db" if kind == "sqlite" else f"journal:{tmp_path}/shared.log"
+def _two_workers(storage, tmp_path, open_with):
+    """Runs two WORKER processes on one study; returns all its trials."""
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, storage, str(tmp_path / f"w{i}"), "3"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
-    study = optuna.load_study(study_name="shared", storage=study_lib.open_storage(storage))
-    trials = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    return optuna.load_study(study_name="shared", storage=open_with).get_trials()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_workers_share_one_study(tmp_path, kind):
+    storage = f"sqlite:///{tmp_path}/shared.db" if kind == "sqlite" else f"journal:{tmp_path}/shared.log"
+    every = _two_workers(storage, tmp_path, study_lib.open_storage(storage))
+    trials = [t for t in every if t.state == optuna.trial.TrialState.COMPLETE]
     # Both workers start from the same seed: proposals another worker made first are failed and asked again.
-    assert all(t.user_attrs.get("duplicate") for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE)
+    assert all(t.user_attrs.get("duplicate") for t in every if t.state != optuna.trial.TrialState.COMPLETE)
     assert len(trials) == 2 * 3 * 6
     assert len({t.number for t in trials}) == len(trials)
     params = [json.dumps(t.params, sort_keys=True) for t in trials]
@@ -212,14 +217,7 @@ def _postgres_server():
 def test_two_workers_share_a_postgresql_study(tmp_path):
     url, stop = _postgres_server()
     try:
-        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, str(tmp_path / f"w{i}"), "3"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-        for p in procs:
-            out, _ = p.communicate(timeout=300)
-            assert p.returncode == 0, out
-        study = optuna.load_study(study_name="shared", storage=url)
-        trials = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+        trials = [t for t in _two_workers(url, tmp_path, url) if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(trials) == 2 * 3 * 6
         params = [json.dumps(t.params, sort_keys=True) for t in trials]
         assert len(set(params)) == len(params)
