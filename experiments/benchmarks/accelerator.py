@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -114,9 +115,23 @@ def speedrun_rows(smoke: bool, data_path: str | None) -> list[dict]:
 PARTS = {"train_step": train_step_rows, "speedrun": speedrun_rows, "population": population_rows}
 
 
-def run(smoke: bool, budget_s: float, data_path: str | None = None, parts=tuple(PARTS)) -> list[dict]:
-    """Runs each part in turn within `budget_s`; a part that fails or finds the budget spent gets an error row."""
+def write_json(rows: list[dict], path: str) -> None:
+    """Writes `rows` to `path` atomically (a killed run leaves the previous parts' file, never a torn one)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(rows, f, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v))
+    os.replace(tmp, path)
+
+
+def run(smoke: bool, budget_s: float, data_path: str | None = None, parts=tuple(PARTS),
+        out: str | None = None) -> list[dict]:
+    """Runs each part in turn within `budget_s`; a part that fails or finds the budget spent gets an error row.
+
+    With `out`, the rows so far are written there after every part, so a run
+    stopped from outside still leaves the figures it took.
+    """
     start = time.perf_counter()
+    device = step_time.device_name()
     rows = []
     for name in parts:
         elapsed = time.perf_counter() - start
@@ -126,18 +141,21 @@ def run(smoke: bool, budget_s: float, data_path: str | None = None, parts=tuple(
         try:
             new = PARTS[name](smoke, data_path) if name == "speedrun" else PARTS[name](smoke)
         except Exception as error:  # noqa: BLE001 - one failing part must not lose the others' figures
+            traceback.print_exc()
             new = [_row(name, "-", "-", None, "-", error=f"{type(error).__name__}: {str(error).splitlines()[0]}")]
         for row in new:
             row["part_s"] = round(time.perf_counter() - start - elapsed, 1)
+            row["device"] = device
         rows += new
-    device = step_time.device_name()
-    for row in rows:
-        row["device"] = device
+        print_table(new, header=not any(r["figure"] != name for r in rows))
+        if out:
+            write_json(rows, out)
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    print(f"{'figure':<11} {'model':<15} {'setting':<46} {'cnnjax':>12} {'reference':>12} {'ratio':>7}")
+def print_table(rows: list[dict], header: bool = True) -> None:
+    if header:
+        print(f"{'figure':<11} {'model':<15} {'setting':<46} {'cnnjax':>12} {'reference':>12} {'ratio':>7}")
     for row in rows:
         value = "not measured" if row["value"] is None else f"{row['value']:.4g} {row['unit']}"
         reference = "-" if row["reference"] is None else f"{row['reference']:.4g}"
@@ -145,6 +163,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"{row['figure']:<11} {row['model']:<15} {row['setting']:<46} {value:>12} {reference:>12} {ratio:>7}")
         if row["error"]:
             print(f"  ({row['error']})")
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -160,13 +179,9 @@ def main() -> None:
     if unknown:
         parser.exit(2, f"--parts: unknown {', '.join(unknown)}; valid: {', '.join(PARTS)}\n")
     print(f"device: {step_time.device_name()}; jax {jax.__version__}; smoke={args.smoke}", flush=True)
-    rows = run(args.smoke, args.budget_s, args.data_path, parts)
+    rows = run(args.smoke, args.budget_s, args.data_path, parts, out=args.out)
+    print("\nall figures:")
     print_table(rows)
-    if args.out:
-        tmp = f"{args.out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v))
-        os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":
