@@ -124,7 +124,7 @@ class Phases:
                 _skip(bar, num_steps * pop.size)
             return dataclasses.replace(pop, step=end)
         if self.resume is not None:  # the phase the checkpoint is in
-            pop = self._restore(pop, phase, start)
+            pop = self._restore(trainer.place(pop), phase, start)  # placed: orbax restores into the mesh
             if bar is not None:
                 grow_total(bar, (pop.step - start) * pop.size)
                 _skip(bar, (pop.step - start) * pop.size)

@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnjax.data import pipeline
 from cnnjax.training.loop import Schedule, run_loop
+from cnnjax.training.sharding import host_values
 from cnnjax.tuning import plans
 from cnnjax.tuning.population import (
     Population,
@@ -152,13 +153,13 @@ class PopulationTrainer:
     # -- evaluation -------------------------------------------------------------
     def evaluate(self, population: Population) -> tuple[np.ndarray, np.ndarray]:
         """Validation (accuracy, loss) of every member, one call."""
-        sums = jax.device_get(self._eval_fn(population.size)(population.state, *self.val))
+        sums = host_values(self._eval_fn(population.size)(population.state, *self.val))
         count = np.maximum(sums["count"], 1.0)
         return sums["correct"] / count, sums["loss_sum"] / count
 
     def record_eval(self, population: Population, step: int) -> np.ndarray:
         accuracy, loss = self.evaluate(population)
-        alive = np.asarray(jax.device_get(population.alive))
+        alive = np.asarray(host_values(population.alive))
         rows = []
         for i, member in enumerate(population.ids):
             rec = self.records[member]
@@ -248,7 +249,7 @@ class _PopulationTask:
     def flush(self, carry, step, pending) -> None:
         """Per member: marks divergence, logs the window's mean train loss/accuracy."""
         trainer = self.trainer
-        host = jax.device_get(pending)
+        host = host_values(pending)
         first = step - len(host) + 1
         oks = np.stack([h[0] for h in host])  # [T, P]
         for i, member in enumerate(self.population.ids):

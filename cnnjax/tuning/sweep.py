@@ -34,7 +34,8 @@ from absl import logging
 
 from cnnjax.training import config as config_lib
 from cnnjax.training.loop import StopRequest
-from cnnjax.training.train import _config_as_json, check_workdir
+from cnnjax.training.sharding import is_primary
+from cnnjax.training.train import _config_as_json, _load_dataset_once, check_workdir
 from cnnjax.training.writers import write_json
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
@@ -294,9 +295,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     config_lib.validate_config(config)
     space = validate_sweep(config)
     if dataset is None:
-        from cnnjax.data import load_dataset
-
-        dataset = load_dataset(config.data)
+        dataset = _load_dataset_once(config)
     config_lib.validate_against_data(config, dataset.train.num_examples)
     check_workdir(config, workdir, allow_config_change)
     if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
@@ -305,12 +304,17 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         study_lib.check_storage(config.sweep, workdir)
     except study_lib.StudyError as err:
         raise SweepError(str(err)) from None
-    os.makedirs(workdir, exist_ok=True)
+    # With several processes (`jax.distributed`) every one trains its members; process 0 alone writes
+    # the files other than checkpoints (which orbax writes with all of them).
+    primary = is_primary()
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
 
     from tqdm.auto import tqdm
 
     planned = planned_member_steps(config, space, dataset.train.num_examples)
-    progress = tqdm(total=planned, unit="member-step", disable=not config.progress_bar, dynamic_ncols=True)
+    progress = tqdm(total=planned, unit="member-step", disable=not (config.progress_bar and primary),
+                    dynamic_ncols=True)
     progress.planned = planned is not None
     with StopRequest() as stop:
         try:
@@ -319,7 +323,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         except (SweepResumeError, study_lib.StudyError) as err:
             progress.close()
             raise SweepError(str(err)) from None
-        write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+        if primary:
+            write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
         sweep.extra, sweep.start_time = {}, start
         try:
             if config.sweep.sampler in study_lib.OPTUNA_SAMPLERS:
@@ -338,16 +343,19 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
             return {"status": "interrupted", "stopped_at": str(stopped), "members": len(sweep.records)}
         finally:
             progress.close()
-            sweep.writer.close()
+            if sweep.writer:
+                sweep.writer.close()
             sweep.phases.close()
 
     from cnnjax.tuning import report
 
     rows = [rec.row() for rec in sweep.records.values()]
-    report.write_results(workdir, rows)
-    plots = report.write_plots(workdir, rows, space)
-    sweep.study.record(sweep.records.values())  # model-free samplers: every member a finished trial
-    tb_hparams.write_member_runs(workdir, sweep.records.values(), sorted(space))
+    plots = []
+    if primary:
+        report.write_results(workdir, rows)
+        plots = report.write_plots(workdir, rows, space)
+        sweep.study.record(sweep.records.values())  # model-free samplers: every member a finished trial
+        tb_hparams.write_member_runs(workdir, sweep.records.values(), sorted(space))
     alive = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_accuracy"])]
     best = max(alive, key=lambda r: r["best_val_accuracy"]) if alive else None
     summary = {
@@ -362,11 +370,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         "plans": sweep.plans_used,
         "plots": plots,
         "best_runs": best_runs,
-        "study": {"name": sweep.study.name, "storage": sweep.study.storage_url},
+        "study": {"name": sweep.study.name, "storage": sweep.study.storage_url} if sweep.study else None,
         "wall_time_s": time.time() - start,
         **sweep.extra,
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
+    if primary:
+        write_json(os.path.join(workdir, "summary.json"), summary)
     for warning in sweep.warnings:
         logging.warning(warning)
     return summary
