@@ -47,6 +47,7 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
     Sweep,
     SweepError,
     _groups,
+    _member_mesh,
     _pad_check,
     _traced,
     _train_groups,
@@ -294,6 +295,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     start = time.time()
     config_lib.validate_config(config)
     space = validate_sweep(config)
+    _member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
     if dataset is None:
         dataset = _load_dataset_once(config)
     config_lib.validate_against_data(config, dataset.train.num_examples)
