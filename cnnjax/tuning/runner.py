@@ -189,7 +189,7 @@ class PopulationTrainer:
                             self.config.log_every_steps, self.config.checkpoint_every_steps)
         if self.progress is not None:
             grow_total(self.progress, num_steps * population.size)
-        task = _PopulationTask(self, population, checkpoint)
+        task = _PopulationTask(self, population, checkpoint, stop)
         result = run_loop(task, (population.state, population.alive), population.step, end, schedule,
                           eval_at_end=True, stop_at=stop_at, bar=self.progress, units_per_step=population.size,
                           stop=stop)
@@ -216,6 +216,30 @@ class PopulationTrainer:
         self.progress.write("\n".join(lines))
 
 
+class AgreedStop:
+    """SIGTERM / SIGINT for a sweep over several processes: every process stops at the same step.
+
+    A signal reaches each host at its own moment; stopping each process at once
+    would leave them at different steps, waiting in collectives that no longer
+    match. Instead the processes compare notes at the same steps (`agree`, every
+    `log_every_steps`) and all stop after the first comparison that finds any of
+    them signalled. `signal_name` is what the loop sees: None until then.
+    """
+
+    def __init__(self, local):
+        self.local = local  # the process's own `cnnjax.training.loop.StopRequest`
+        self.signal_name: str | None = None
+
+    def agree(self) -> None:
+        if self.signal_name is not None:
+            return
+        from jax.experimental import multihost_utils
+
+        signalled = multihost_utils.process_allgather(np.int32(self.local.signal_name is not None))
+        if np.any(signalled):
+            self.signal_name = self.local.signal_name or "a signal to another process"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -225,8 +249,9 @@ def _fmt(value: Any) -> str:
 class _PopulationTask:
     """A population as a `cnnjax.training.loop.LoopTask`: the state is (stacked states, alive)."""
 
-    def __init__(self, trainer: PopulationTrainer, population: Population, checkpoint):
+    def __init__(self, trainer: PopulationTrainer, population: Population, checkpoint, stop=None):
         self.trainer, self.population, self._checkpoint = trainer, population, checkpoint
+        self.agreed_stop = stop if isinstance(stop, AgreedStop) else None
         self.num_examples = trainer.dataset.train.num_examples
         self.perms, self.perm_epoch = None, -1
 
@@ -236,6 +261,8 @@ class _PopulationTask:
 
     def step(self, carry, step):
         pop, trainer = self.population, self.trainer
+        if self.agreed_stop is not None and step % trainer.config.log_every_steps == 0:
+            self.agreed_stop.agree()
         epoch, index = divmod(step, pop.steps_per_epoch)
         if epoch != self.perm_epoch:
             self.perms = epoch_permutations(pop.data_keys, epoch, self.num_examples, trainer.shared)

@@ -28,6 +28,7 @@ import os
 import time
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -56,6 +57,7 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
 from cnnjax.tuning.model_based import run_model_based
 from cnnjax.tuning.population import member_config, set_member_values, take_members
 from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
+from cnnjax.tuning.runner import AgreedStop
 from cnnjax.tuning.space import narrow_space  # noqa: F401 (re-exported)
 
 STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "hyperband", "pbt")
@@ -318,7 +320,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     progress = tqdm(total=planned, unit="member-step", disable=not (config.progress_bar and primary),
                     dynamic_ncols=True)
     progress.planned = planned is not None
-    with StopRequest() as stop:
+    with StopRequest() as local_stop:
+        stop = AgreedStop(local_stop) if jax.process_count() > 1 else local_stop
         try:
             sweep = Sweep(config, dataset, workdir, space, progress, stop_after_steps=stop_after_steps, stop=stop,
                           checkpoints=True, open_study=lambda: study_lib.open_study(config.sweep, workdir, space))

@@ -23,15 +23,18 @@ seen: list[str] = []
 def _hook(event, args):
     if event == "open":
         path, mode, flags = args
-        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & WRITE_FLAGS)
+        if not ((isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & WRITE_FLAGS):
+            return
+        paths = [path]
     elif event in EVENTS:
-        path, writes = args[0], True
+        paths = args[:2] if event == "os.rename" else args[:1]  # a rename (or replace) writes its target
     else:
         return
-    if writes and isinstance(path, (str, bytes, os.PathLike)):
-        real = os.path.realpath(os.fsdecode(path))
-        if real == watched or real.startswith(watched + os.sep):
-            seen.append(os.path.relpath(real, watched))
+    for path in paths:
+        if isinstance(path, (str, bytes, os.PathLike)):
+            real = os.path.realpath(os.fsdecode(path))
+            if real == watched or real.startswith(watched + os.sep):
+                seen.append(os.path.relpath(real, watched))
 
 
 def _save():

@@ -20,9 +20,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDITED = str(Path(__file__).with_name("audited_cli.py"))
-# Checkpoint every 3 steps in every run, so that train-loss windows (flushed at checkpoints) match.
+# Every run checkpoints every 3 steps and logs every step, so that train-loss windows match (and
+# processes compare notes on signals at every step).
 COMMON = ("--mode=sweep", "--config.progress_bar=False", "--config.sweep.mesh_devices=0",
-          "--config.checkpoint_every_steps=3", "--config.keep_checkpoints=100")
+          "--config.checkpoint_every_steps=3", "--config.keep_checkpoints=100", "--config.log_every_steps=1")
 
 
 def _env(devices: int) -> dict:
@@ -42,8 +43,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(workdir: Path, data_dir: str, *extra: str, kill_at: str | None = None, tag: str = "run"):
-    """Runs the sweep as 2 processes; with `kill_at`, SIGKILLs both once checkpoint `kill_at` exists.
+def _two_processes(workdir: Path, data_dir: str, *extra: str, signal_at=None, tag: str = "run"):
+    """Runs the sweep as 2 processes; `signal_at=(checkpoint, signal, ranks)` signals those processes
+    once that checkpoint exists.
 
     Returns (return codes, outputs, the workdir paths each process wrote).
     """
@@ -56,13 +58,14 @@ def _two_processes(workdir: Path, data_dir: str, *extra: str, kill_at: str | Non
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(2))
         for rank in (0, 1)
     ]
-    if kill_at is not None:
+    if signal_at is not None:
+        checkpoint, sig, ranks = signal_at
         deadline = time.time() + 600
-        while not (workdir / "checkpoints" / kill_at).is_dir() and time.time() < deadline:
-            assert all(p.poll() is None for p in procs), "a process ended before the checkpoint to kill at"
+        while not (workdir / "checkpoints" / checkpoint).is_dir() and time.time() < deadline:
+            assert all(p.poll() is None for p in procs), "a process ended before the checkpoint to signal at"
             time.sleep(0.01)
-        for proc in procs:
-            proc.send_signal(signal.SIGKILL)
+        for rank in ranks:
+            procs[rank].send_signal(sig)
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     writes = [r.read_text().split() if r.exists() else None for r in records]
     return [p.returncode for p in procs], outputs, writes
@@ -135,15 +138,22 @@ def test_two_processes_equal_one_process_and_only_process_0_writes(reference, da
 
 
 @pytest.mark.slow
-def test_killed_two_process_sweep_resumes_to_the_one_process_result(reference, data, tmp_path):
+def test_stopped_and_killed_two_process_sweep_resumes_to_the_one_process_result(reference, data, tmp_path):
     data_dir, _ = data
     workdir = tmp_path / "sweep"
-    codes, outputs, _ = _two_processes(workdir, data_dir, kill_at="3000", tag="killed")
-    assert codes == [-signal.SIGKILL] * 2, [o[-2000:] for o in outputs]
+    # SIGTERM to process 1 only: both processes stop at the same step, checkpoint and exit 0.
+    codes, outputs, _ = _two_processes(workdir, data_dir, signal_at=("3000", signal.SIGTERM, [1]), tag="stopped")
+    for code, output in zip(codes, outputs):
+        assert code == 0, output[-3000:]
+        assert "Sweep stopped at phase 0 (4 members) step " in output
     assert not (workdir / "results.json").exists()
+    # Resumed, then SIGKILLed (both) after a later checkpoint.
+    codes, outputs, _ = _two_processes(workdir, data_dir, signal_at=("6000", signal.SIGKILL, [0, 1]), tag="killed")
+    assert codes == [-signal.SIGKILL] * 2, [o[-2000:] for o in outputs]
+    assert all("Resuming the sweep at phase 0 (4 members), step " in o for o in outputs)
     codes, outputs, writes = _two_processes(workdir, data_dir, tag="resumed")
     for code, output in zip(codes, outputs):
         assert code == 0, output[-3000:]
-        assert "Resuming the sweep at phase 0 (4 members), step " in output
+        assert "Resuming the sweep at phase 0 (4 members), step 6" in output
     _assert_same_members(reference, workdir)
     assert _outside_checkpoints(writes[1]) == []
