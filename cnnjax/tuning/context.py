@@ -150,19 +150,12 @@ def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], l
         group_config = member_config(sweep.config, static)
         group_ids = [ids[i] for i in idx]
         pop = sweep.population(group_config, [members[i] for i in idx], group_ids)
-        _pad_check(sweep, pop)
         trainer = sweep.trainer(group_config)
         trainer.group = static
         every = Schedule.from_config(group_config, sweep.dataset.train.num_examples).eval_every_steps
         where = ", ".join(filter(None, [label, f"group {g + 1}/{len(groups)}" if len(groups) > 1 else ""]))
         sweep.phases.train(trainer, pop, pop.total_steps, every, where or f"{pop.size} members")
         sweep.note_plans(trainer, static)
-
-
-def _pad_check(sweep, pop):
-    if sweep.mesh is not None and pop.size % sweep.mesh.size:
-        raise SweepError(f"a population of {pop.size} members cannot be split evenly over "
-                         f"{sweep.mesh.size} devices; use a multiple of {sweep.mesh.size}")
 
 
 def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any]], *, dataset=None,

@@ -13,7 +13,7 @@ import numpy as np
 
 from cnnjax.data import pipeline
 from cnnjax.training.loop import Schedule, run_loop
-from cnnjax.training.sharding import host_values
+from cnnjax.training.sharding import host_values, replicate
 from cnnjax.tuning import plans
 from cnnjax.tuning.population import (
     Population,
@@ -105,19 +105,44 @@ class PopulationTrainer:
 
     # -- placement ------------------------------------------------------------
     def place(self, population: Population) -> Population:
-        """Shards the member axis over the mesh (if any)."""
+        """Shards the member axis over the mesh (if any), padded to a multiple of the mesh's size.
+
+        Padding members are copies of the last member that are never alive: they
+        keep their state, nothing reports them, and `unpadded` drops them. So a
+        population of any size (a rung of 2 members on 8 devices) runs on the mesh.
+        """
         if self.mesh is None:
             return population
         from jax.sharding import NamedSharding, PartitionSpec
 
+        state, data_keys, alive = population.state, population.data_keys, population.alive
+        pad = -population.size % self.mesh.size
+        if pad and int(alive.shape[0]) == population.size:
+            rows = np.r_[np.arange(population.size), np.full(pad, population.size - 1)]
+            state = jax.tree_util.tree_map(lambda x: x[rows], state)
+            data_keys = data_keys[rows]
+            alive = jnp.concatenate([alive, jnp.zeros(pad, bool)])
         sharding = NamedSharding(self.mesh, PartitionSpec("member"))
         put = lambda x: jax.device_put(x, sharding)  # noqa: E731
-        return dataclasses.replace(
-            population,
-            state=jax.tree_util.tree_map(put, population.state),
-            data_keys=put(population.data_keys),
-            alive=put(population.alive),
-        )
+        return dataclasses.replace(population, state=jax.tree_util.tree_map(put, state), data_keys=put(data_keys),
+                                   alive=put(alive))
+
+    def unpadded(self, population: Population) -> Population:
+        """`population` without the padding members `place` added."""
+        size = population.size
+        if int(population.alive.shape[0]) == size:
+            return population
+        cut = lambda x: x[:size]  # noqa: E731
+        return dataclasses.replace(population, state=jax.tree_util.tree_map(cut, population.state),
+                                   data_keys=cut(population.data_keys), alive=cut(population.alive))
+
+    def restore_target(self, population: Population) -> Population:
+        """The population copied to every device of the mesh: where a checkpoint restores (any size fits)."""
+        if self.mesh is None:
+            return population
+        return dataclasses.replace(population, state=replicate(population.state, self.mesh),
+                                   data_keys=replicate(population.data_keys, self.mesh),
+                                   alive=replicate(population.alive, self.mesh))
 
     def _step_fn(self, population: Population, permutations):
         size = population.size
@@ -195,7 +220,7 @@ class PopulationTrainer:
                           stop=stop)
         state, alive = result.state
         self.stopped = result.stopped
-        return dataclasses.replace(population, state=state, alive=alive, step=result.step)
+        return self.unpadded(dataclasses.replace(population, state=state, alive=alive, step=result.step))
 
     def _show(self, population: Population, top: int = 5) -> None:
         if self.progress is None:

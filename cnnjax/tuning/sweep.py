@@ -49,7 +49,6 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
     SweepError,
     _groups,
     _member_mesh,
-    _pad_check,
     _traced,
     _train_groups,
     train_members,

@@ -2,6 +2,8 @@
 
 Two CLI processes with 2 host CPU devices each spread 4 members over the 4
 devices (collectives over gloo); the reference is one process with 4 devices.
+The sweep is successive halving (rungs of 4, 2 and 1 members: the smaller rungs
+run padded to the 4 devices), so it also crosses phase boundaries.
 Each process runs under `audited_cli.py`, which lists what it writes from Python
 in the workdir, so the tests can tell that process 1 leaves every file but the
 checkpoints (written by orbax with all processes) to process 0.
@@ -23,7 +25,11 @@ AUDITED = str(Path(__file__).with_name("audited_cli.py"))
 # Every run checkpoints every 3 steps and logs every step, so that train-loss windows match (and
 # processes compare notes on signals at every step).
 COMMON = ("--mode=sweep", "--config.progress_bar=False", "--config.sweep.mesh_devices=0",
-          "--config.checkpoint_every_steps=3", "--config.keep_checkpoints=100", "--config.log_every_steps=1")
+          "--config.checkpoint_every_steps=3", "--config.keep_checkpoints=100", "--config.log_every_steps=1",
+          "--config.sweep.strategy=successive_halving", "--config.num_epochs=2", "--config.sweep.min_epochs=0.5",
+          "--config.sweep.eta=2")
+# Orbax steps are 1000 * sweep step + phase: rung 1 (4 members) ends at sweep step 4, rung 2 (2) at 8,
+# rung 3 (1 member) at 16.
 
 
 def _env(devices: int) -> dict:
@@ -81,8 +87,9 @@ def _assert_same_members(one: Path, two: Path) -> None:
     assert sorted(a) == sorted(b) == [0, 1, 2, 3]
     for member, row in a.items():
         other = b[member]
-        for key in ("optimizer.learning_rate", "optimizer.weight_decay", "seed", "steps", "diverged"):
-            assert other[key] == row[key], (member, key)
+        for key in ("optimizer.learning_rate", "optimizer.weight_decay", "seed", "steps", "diverged",
+                    "stopped_at_epoch"):
+            assert other.get(key) == row.get(key), (member, key)
         for key in ("best_val_accuracy", "final_val_accuracy"):
             assert abs(other[key] - row[key]) <= 0.004, (member, key, row[key], other[key])
         assert other["train_loss"] == pytest.approx(row["train_loss"], rel=1e-5), member
@@ -126,6 +133,7 @@ def test_two_processes_equal_one_process_and_only_process_0_writes(reference, da
         assert code == 0, output[-3000:]
         assert "Sweep: 4 members, 0 diverged" in output
     _assert_same_members(reference, workdir)
+    assert [m["steps"] for m in _members(workdir).values()] == [16, 8, 4, 4]  # every rung ran
     # Process 0 wrote the outputs (the audit sees them); process 1 nothing but checkpoint files.
     primary = set(_outside_checkpoints(writes[0]))
     assert {"metrics.jsonl", "results.csv", "results.json", "summary.json", "config.json", "study.db",
@@ -145,15 +153,16 @@ def test_stopped_and_killed_two_process_sweep_resumes_to_the_one_process_result(
     codes, outputs, _ = _two_processes(workdir, data_dir, signal_at=("3000", signal.SIGTERM, [1]), tag="stopped")
     for code, output in zip(codes, outputs):
         assert code == 0, output[-3000:]
-        assert "Sweep stopped at phase 0 (4 members) step " in output
+        assert "Sweep stopped at " in output and "Run the same command again to resume." in output
     assert not (workdir / "results.json").exists()
-    # Resumed, then SIGKILLed (both) after a later checkpoint.
-    codes, outputs, _ = _two_processes(workdir, data_dir, signal_at=("6000", signal.SIGKILL, [0, 1]), tag="killed")
+    # Resumed, then SIGKILLed (both) in the last rung, after its first checkpoint.
+    codes, outputs, _ = _two_processes(workdir, data_dir, signal_at=("9002", signal.SIGKILL, [0, 1]), tag="killed")
     assert codes == [-signal.SIGKILL] * 2, [o[-2000:] for o in outputs]
-    assert all("Resuming the sweep at phase 0 (4 members), step " in o for o in outputs)
+    assert all("Resuming the sweep at phase 0 (rung 1 " in o or "Resuming the sweep at phase 1 " in o
+               for o in outputs), [o[-2000:] for o in outputs]
     codes, outputs, writes = _two_processes(workdir, data_dir, tag="resumed")
     for code, output in zip(codes, outputs):
         assert code == 0, output[-3000:]
-        assert "Resuming the sweep at phase 0 (4 members), step 6" in output
+        assert "Resuming the sweep at phase 2 (rung 3 (1 member to 2 epochs)), step 9" in output
     _assert_same_members(reference, workdir)
     assert _outside_checkpoints(writes[1]) == []
