@@ -25,7 +25,8 @@ Phases (run in this order whatever the order given; at least one):
            [tpu] extra into it
   run      run \`python -m cnnjax.main --config=... --workdir=... --distributed\` on
            all workers at once (--worker=all); JAX finds the other workers itself
-           (needs --config and --workdir)
+           (needs --config and --workdir); with --mode=sweep, the config's sweep
+           with its members spread over every TPU core of every worker
   delete   gcloud compute tpus tpu-vm delete NAME --quiet
   all      create setup run delete; the TPU VM is deleted even when a phase fails
 
@@ -43,6 +44,9 @@ Options:
                             directory (default: cnnjax)
   --python-version=X.Y      Python of the workers' virtual environment (default: $DEFAULT_PYTHON_VERSION)
   --config=PATH[:ARG]       config file, relative to the repository root (run)
+  --mode=MODE               run: train (default: one model) or sweep (the config's
+                            sweep, its members over every core of every worker;
+                            adds --mode=sweep --config.sweep.mesh_devices=0)
   --workdir=DIR             the job's workdir (run): a directory every worker can
                             write, e.g. a mounted disk or bucket (cnnjax uses plain
                             file I/O, so not a gs:// URL)
@@ -55,6 +59,8 @@ Examples:
   $PROG all --name=r50 --zone=us-central2-b --accelerator-type=v4-32 \\
       --config=experiments/configs/tpu_resnet50_imagenet.py --workdir=/mnt/runs/r50 \\
       --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+  $PROG run --name=r50 --zone=us-central2-b --mode=sweep \\
+      --config=experiments/configs/sweep_lr_wd.py --workdir=/mnt/runs/sweep
   $PROG create setup --name=t --zone=us-central2-b --accelerator-type=v4-8 --dry-run
 
 Multi-worker ssh needs your gcloud key in the ssh agent first:
@@ -63,11 +69,13 @@ EOF
 }
 
 VALID="--name, --zone, --project, --accelerator-type, --version, --spot, --repo, --ref, --remote-dir,"
-VALID+=" --python-version, --config, --workdir, --config.KEY=VALUE, --dry-run, --help, and -- before flags for cnnjax"
+VALID+=" --python-version, --config, --mode, --workdir, --config.KEY=VALUE, --dry-run, --help, and -- before flags"
+VALID+=" for cnnjax"
+MODES="train, sweep"
 
 name='' zone='' project='' accelerator_type='' version=$DEFAULT_VERSION spot=0
 repo='' ref='' remote_dir=cnnjax python_version=$DEFAULT_PYTHON_VERSION
-config='' workdir='' DRY_RUN=0
+config='' workdir='' mode=train DRY_RUN=0
 want_create=0 want_setup=0 want_run=0 want_delete=0
 overrides=() extra=()
 
@@ -77,7 +85,7 @@ while (($#)); do
     --dry-run) DRY_RUN=1 ;;
     --spot) spot=1 ;;
     --name=* | --zone=* | --project=* | --accelerator-type=* | --version=* | --repo=* | --ref=* | \
-      --remote-dir=* | --python-version=* | --config=* | --workdir=*)
+      --remote-dir=* | --python-version=* | --config=* | --mode=* | --workdir=*)
       option=${1%%=*}
       value=${1#*=}
       [[ -n $value ]] || usage_error "option $option needs a value"
@@ -85,7 +93,7 @@ while (($#)); do
       continue
       ;;
     --name | --zone | --project | --accelerator-type | --version | --repo | --ref | --remote-dir | \
-      --python-version | --config | --workdir)
+      --python-version | --config | --mode | --workdir)
       require_value "$@"
       case $1 in
         --name) name=$2 ;;
@@ -98,6 +106,7 @@ while (($#)); do
         --remote-dir) remote_dir=$2 ;;
         --python-version) python_version=$2 ;;
         --config) config=$2 ;;
+        --mode) mode=$2 ;;
         --workdir) workdir=$2 ;;
       esac
       shift
@@ -127,6 +136,7 @@ if ((want_run)); then
   [[ -n $config ]] || usage_error "run needs --config=PATH[:ARG] (relative to the repository root)"
   [[ -n $workdir ]] || usage_error "run needs --workdir=DIR"
 fi
+[[ $mode == train || $mode == sweep ]] || usage_error "--mode='$mode' is not a mode the launcher runs; valid modes: $MODES"
 [[ -n $ref && -z $repo ]] && usage_error "--ref needs --repo=URL (a copied working tree has no ref to check out)"
 [[ $python_version =~ ^3\.[0-9]+$ ]] || usage_error "--python-version must look like 3.11, got '$python_version'"
 
@@ -184,8 +194,14 @@ EOF
 }
 
 phase_run() {
-  note "run: $config on all workers"
   local job=(.venv/bin/python -m cnnjax.main "--config=$config" "--workdir=$workdir" --distributed)
+  if [[ $mode == sweep ]]; then
+    note "run: the sweep of $config on all workers"
+    # The members are spread over every core of every worker (a multi-process sweep needs all of them).
+    job+=(--mode=sweep --config.sweep.mesh_devices=0)
+  else
+    note "run: $config on all workers"
+  fi
   job+=(${overrides[@]+"${overrides[@]}"} ${extra[@]+"${extra[@]}"})
   run_cmd "${tpu_vm[@]}" ssh "$name" "${where[@]}" --worker=all "--command=cd $remote_dir_q && $(quote_words "${job[@]}")"
 }

@@ -117,3 +117,35 @@ def constrain_batch(batch: Any, sharding: NamedSharding | None) -> Any:
     if sharding is None:
         return batch
     return jax.lax.with_sharding_constraint(batch, sharding)
+
+
+def is_primary() -> bool:
+    """True in the process that writes a run's files (process 0; the only one without `jax.distributed`)."""
+    return jax.process_index() == 0
+
+
+def host_values(tree: Any) -> Any:
+    """`jax.device_get(tree)`, also for arrays split over the devices of several processes (gathered)."""
+    if all(getattr(leaf, "is_fully_addressable", True) for leaf in jax.tree_util.tree_leaves(tree)):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def from_process_0(value: Any) -> Any:
+    """Process 0's `value` (anything JSON can hold) in every process; `value` itself with one process.
+
+    Every process must call it at the same point (it is a collective).
+    """
+    if jax.process_count() == 1:
+        return value
+    import json
+
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+    padded = np.zeros(size, np.uint8)
+    padded[: min(size, data.size)] = data[:size]
+    return json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(padded))).decode())

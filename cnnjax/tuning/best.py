@@ -21,6 +21,7 @@ import jax
 from absl import logging
 
 from cnnjax.training.checkpoint import Checkpointer
+from cnnjax.training.sharding import replicate
 from cnnjax.training.writers import write_json
 
 
@@ -40,7 +41,7 @@ def keep_candidates(sweep, pop) -> None:
         return
     root = os.path.join(sweep.workdir, "best")
     top = set(_top(sweep))
-    if os.path.isdir(root):
+    if sweep.primary and os.path.isdir(root):
         for name in os.listdir(root):
             if name.isdigit() and int(name) not in top:
                 shutil.rmtree(os.path.join(root, name))
@@ -48,6 +49,7 @@ def keep_candidates(sweep, pop) -> None:
         if member in top:
             state = jax.tree_util.tree_map(lambda x, i=i: x[i], pop.state)
             # A single run carries its dropout rate in the model itself, not in the state.
+            # (Every process saves: orbax writes each array once, from the process holding it.)
             checkpointer = Checkpointer(os.path.join(root, str(member)), keep=1)
             checkpointer.save(state.replace(model_hparams={}))
             checkpointer.close()
@@ -80,8 +82,15 @@ def write_best_runs(sweep) -> list[dict[str, Any]]:
             init_key, tuple(dataset.image_shape), l2=config.loss.l2, l1=config.loss.l1,
             label_smoothing=config.loss.label_smoothing, precision=config.precision)
         checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-        state = checkpointer.restore(state)
+        if jax.process_count() > 1:
+            # Every process restores (orbax reads together) into arrays replicated over all devices;
+            # process 0 then evaluates on its own devices and writes.
+            state = jax.device_get(checkpointer.restore(replicate(state, _global_mesh())))
+        else:
+            state = checkpointer.restore(state)
         checkpointer.close()
+        if not sweep.primary:
+            continue
         feed = InMemoryFeed(config, dataset, None, data_key)
         summary: dict[str, Any] = {
             "status": "completed", "member": member, "values": rec.values, "steps": int(state.step),
@@ -97,3 +106,11 @@ def write_best_runs(sweep) -> list[dict[str, Any]]:
         write_json(os.path.join(workdir, "summary.json"), summary)
         out.append({"member": member, "workdir": workdir, "test_accuracy": summary.get("eval/accuracy")})
     return out
+
+
+def _global_mesh():
+    """A one-axis mesh over every device of every process."""
+    import numpy as np
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(jax.devices()), ("all",))

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.training import config as config_lib
+from cnnjax.training import sharding
 from cnnjax.training.loop import Schedule
 from cnnjax.training.writers import MetricWriter
 from cnnjax.tuning import space as space_lib
@@ -30,7 +31,12 @@ class SweepError(ValueError):
 
 
 class Sweep:
-    """State shared by the strategies: data, records, writer, progress."""
+    """State shared by the strategies: data, records, writer, progress.
+
+    With several processes every one runs the same strategy on the same records
+    (host values are gathered from all of them); only process 0 (`primary`)
+    writes the log, and the study lives there.
+    """
 
     def __init__(self, config, dataset, workdir, space, progress, stop_after_steps=None, stop=None,
                  checkpoints: bool = False, open_study=None):
@@ -45,16 +51,32 @@ class Sweep:
         self.next_id = 0
         self.trainers: dict[str, PopulationTrainer] = {}
         self.mesh = _member_mesh(config.sweep.mesh_devices)
+        self.primary = sharding.is_primary()
         self.phases = Phases(self, workdir if checkpoints else None, config.keep_checkpoints, stop_after_steps, stop)
         self.study = None
         if checkpoints:
             # Before the log opens: a checkpoint of another sweep is refused with nothing written.
             meta = self.phases.load(config)
             # The study next: a storage that cannot be opened is refused before the log is touched.
-            self.study = open_study() if open_study is not None else None
-            # No checkpoint yet: the sweep starts over, so its log does too.
-            truncate_sweep_metrics(workdir, meta["phase"] if meta else -1, meta["step"] if meta else -1)
-        self.writer = MetricWriter(workdir, tensorboard=False) if workdir else None
+            self.study = self._open_study(open_study) if open_study is not None else None
+            if self.primary:  # no checkpoint yet: the sweep starts over, so its log does too
+                truncate_sweep_metrics(workdir, meta["phase"] if meta else -1, meta["step"] if meta else -1)
+        self.writer = MetricWriter(workdir, tensorboard=False) if workdir and self.primary else None
+
+    def _open_study(self, open_study):
+        """The study, opened by process 0; the others raise its error too (instead of waiting for it)."""
+        study, error = None, None
+        if self.primary:
+            try:
+                study = open_study()
+            except Exception as err:  # noqa: BLE001 (re-raised below, after the others have heard of it)
+                error = err
+        failed = sharding.from_process_0(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if failed is not None:
+            raise SweepError(f"process 0 could not open the sweep's study: {failed}")
+        return study
 
     def new_records(self, members: list[dict[str, Any]], round_index: int = 0) -> list[int]:
         ids = []
@@ -101,8 +123,13 @@ def _traced(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _member_mesh(mesh_devices: int):
+    """The `member` mesh (every device of every process with several processes), or None for one device."""
     devices = jax.devices()
     count = len(devices) if mesh_devices == 0 else mesh_devices
+    if jax.process_count() > 1 and count != len(devices):
+        raise SweepError(f"sweep.mesh_devices={mesh_devices} with {jax.process_count()} processes "
+                         f"({len(devices)} devices in all): a multi-process sweep spreads its members over "
+                         "every device; use sweep.mesh_devices=0")
     if count <= 1:
         return None
     if count > len(devices):
@@ -123,19 +150,12 @@ def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], l
         group_config = member_config(sweep.config, static)
         group_ids = [ids[i] for i in idx]
         pop = sweep.population(group_config, [members[i] for i in idx], group_ids)
-        _pad_check(sweep, pop)
         trainer = sweep.trainer(group_config)
         trainer.group = static
         every = Schedule.from_config(group_config, sweep.dataset.train.num_examples).eval_every_steps
         where = ", ".join(filter(None, [label, f"group {g + 1}/{len(groups)}" if len(groups) > 1 else ""]))
         sweep.phases.train(trainer, pop, pop.total_steps, every, where or f"{pop.size} members")
         sweep.note_plans(trainer, static)
-
-
-def _pad_check(sweep, pop):
-    if sweep.mesh is not None and pop.size % sweep.mesh.size:
-        raise SweepError(f"a population of {pop.size} members cannot be split evenly over "
-                         f"{sweep.mesh.size} devices; use a multiple of {sweep.mesh.size}")
 
 
 def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any]], *, dataset=None,

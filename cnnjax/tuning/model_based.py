@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cnnjax.training.sharding import from_process_0
 from cnnjax.tuning import study as study_lib
 from cnnjax.tuning.best import score
 
@@ -41,7 +42,9 @@ def run_model_based(sweep) -> None:
     rounds = []
     for r in range(s.rounds):
         t0 = time.perf_counter()
-        batch = round_batch(sweep.study, r, s.population_size)
+        # Process 0 holds the study; with several processes the others train the members it proposed.
+        batch = round_batch(sweep.study, r, s.population_size) if sweep.study is not None else None
+        batch = [(number, values) for number, values in from_process_0(batch)]
         t1 = time.perf_counter()
         members = [values for _, values in batch]
         ids = sweep.new_records(members, round_index=r)
@@ -50,7 +53,8 @@ def run_model_based(sweep) -> None:
         _train_groups(sweep, members, ids, label=f"round {r + 1}/{s.rounds}")
         t2 = time.perf_counter()
         for member, (number, _) in zip(ids, batch):
-            sweep.study.tell(number, sweep.records[member])
+            if sweep.study is not None:
+                sweep.study.tell(number, sweep.records[member])
         t3 = time.perf_counter()
         best = max((sweep.records[m] for m in ids), key=score)
         # Wall times: Optuna's share of a round (ask + tell) against training it.

@@ -12,7 +12,8 @@
   vmap), estimates each one's memory from the compiled program, times a few
   steps on the actual device and keeps the fastest that fits. It measures both
   ends first and walks inward from the faster one until a candidate is no
-  faster, so it rarely compiles them all.
+  faster, so it rarely compiles them all. With several processes every one
+  takes process 0's free memory and timings, so all pick the same plan.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from cnnjax.training.sharding import from_process_0
 
 PLAN_CHOICES = ("auto", "vmap", "chunked", "sequential")
 
@@ -189,6 +192,8 @@ def choose_plan(
     population_size = int(args[1].shape[0])
     local_size = population_size // (mesh.size if mesh is not None else 1)
     limit = memory_limit_bytes if memory_limit_bytes is not None else available_memory_bytes()
+    # Several processes run one program: all of them follow process 0's memory and timings.
+    limit = from_process_0(limit)
     if requested == "auto":
         candidates = candidate_plans(local_size)
     elif requested == "chunked":
@@ -219,7 +224,7 @@ def choose_plan(
         for _ in range(trial_steps):
             out = fn(_copy(args[0]), *args[1:])
         jax.block_until_ready(out)
-        ms = (time.perf_counter() - t0) / trial_steps * 1000
+        ms = from_process_0((time.perf_counter() - t0) / trial_steps * 1000)
         trial.step_ms = ms if trial.step_ms is None else min(trial.step_ms, ms)
 
     def warm_up(trial: Trial) -> None:

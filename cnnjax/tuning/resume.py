@@ -124,7 +124,7 @@ class Phases:
                 _skip(bar, num_steps * pop.size)
             return dataclasses.replace(pop, step=end)
         if self.resume is not None:  # the phase the checkpoint is in
-            pop = self._restore(pop, phase, start)
+            pop = self._restore(trainer.restore_target(pop), phase, start)
             if bar is not None:
                 grow_total(bar, (pop.step - start) * pop.size)
                 _skip(bar, (pop.step - start) * pop.size)
@@ -170,6 +170,7 @@ class Phases:
             "sweep": sweep_block(sweep.config),
             "label": self.label,
         }
+        pop = trainer.unpadded(pop)  # the members only: a resume may spread them over another mesh
         tree = {"state": pop.state, "alive": pop.alive, "data_keys": pop.data_keys}
         # Orbax steps count the sweep's steps so far (+ phase, so a 0-step phase boundary gets its own).
         self.checkpointer.save(tree, step=meta["global_step"] * 1000 + phase % 1000, meta=meta)

@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnjax.data import pipeline
 from cnnjax.training.loop import Schedule, run_loop
+from cnnjax.training.sharding import host_values, replicate
 from cnnjax.tuning import plans
 from cnnjax.tuning.population import (
     Population,
@@ -104,19 +105,44 @@ class PopulationTrainer:
 
     # -- placement ------------------------------------------------------------
     def place(self, population: Population) -> Population:
-        """Shards the member axis over the mesh (if any)."""
+        """Shards the member axis over the mesh (if any), padded to a multiple of the mesh's size.
+
+        Padding members are copies of the last member that are never alive: they
+        keep their state, nothing reports them, and `unpadded` drops them. So a
+        population of any size (a rung of 2 members on 8 devices) runs on the mesh.
+        """
         if self.mesh is None:
             return population
         from jax.sharding import NamedSharding, PartitionSpec
 
+        state, data_keys, alive = population.state, population.data_keys, population.alive
+        pad = -population.size % self.mesh.size
+        if pad and int(alive.shape[0]) == population.size:
+            rows = np.r_[np.arange(population.size), np.full(pad, population.size - 1)]
+            state = jax.tree_util.tree_map(lambda x: x[rows], state)
+            data_keys = data_keys[rows]
+            alive = jnp.concatenate([alive, jnp.zeros(pad, bool)])
         sharding = NamedSharding(self.mesh, PartitionSpec("member"))
         put = lambda x: jax.device_put(x, sharding)  # noqa: E731
-        return dataclasses.replace(
-            population,
-            state=jax.tree_util.tree_map(put, population.state),
-            data_keys=put(population.data_keys),
-            alive=put(population.alive),
-        )
+        return dataclasses.replace(population, state=jax.tree_util.tree_map(put, state), data_keys=put(data_keys),
+                                   alive=put(alive))
+
+    def unpadded(self, population: Population) -> Population:
+        """`population` without the padding members `place` added."""
+        size = population.size
+        if int(population.alive.shape[0]) == size:
+            return population
+        cut = lambda x: x[:size]  # noqa: E731
+        return dataclasses.replace(population, state=jax.tree_util.tree_map(cut, population.state),
+                                   data_keys=cut(population.data_keys), alive=cut(population.alive))
+
+    def restore_target(self, population: Population) -> Population:
+        """The population copied to every device of the mesh: where a checkpoint restores (any size fits)."""
+        if self.mesh is None:
+            return population
+        return dataclasses.replace(population, state=replicate(population.state, self.mesh),
+                                   data_keys=replicate(population.data_keys, self.mesh),
+                                   alive=replicate(population.alive, self.mesh))
 
     def _step_fn(self, population: Population, permutations):
         size = population.size
@@ -152,13 +178,13 @@ class PopulationTrainer:
     # -- evaluation -------------------------------------------------------------
     def evaluate(self, population: Population) -> tuple[np.ndarray, np.ndarray]:
         """Validation (accuracy, loss) of every member, one call."""
-        sums = jax.device_get(self._eval_fn(population.size)(population.state, *self.val))
+        sums = host_values(self._eval_fn(population.size)(population.state, *self.val))
         count = np.maximum(sums["count"], 1.0)
         return sums["correct"] / count, sums["loss_sum"] / count
 
     def record_eval(self, population: Population, step: int) -> np.ndarray:
         accuracy, loss = self.evaluate(population)
-        alive = np.asarray(jax.device_get(population.alive))
+        alive = np.asarray(host_values(population.alive))
         rows = []
         for i, member in enumerate(population.ids):
             rec = self.records[member]
@@ -188,13 +214,13 @@ class PopulationTrainer:
                             self.config.log_every_steps, self.config.checkpoint_every_steps)
         if self.progress is not None:
             grow_total(self.progress, num_steps * population.size)
-        task = _PopulationTask(self, population, checkpoint)
+        task = _PopulationTask(self, population, checkpoint, stop)
         result = run_loop(task, (population.state, population.alive), population.step, end, schedule,
                           eval_at_end=True, stop_at=stop_at, bar=self.progress, units_per_step=population.size,
                           stop=stop)
         state, alive = result.state
         self.stopped = result.stopped
-        return dataclasses.replace(population, state=state, alive=alive, step=result.step)
+        return self.unpadded(dataclasses.replace(population, state=state, alive=alive, step=result.step))
 
     def _show(self, population: Population, top: int = 5) -> None:
         if self.progress is None:
@@ -215,6 +241,30 @@ class PopulationTrainer:
         self.progress.write("\n".join(lines))
 
 
+class AgreedStop:
+    """SIGTERM / SIGINT for a sweep over several processes: every process stops at the same step.
+
+    A signal reaches each host at its own moment; stopping each process at once
+    would leave them at different steps, waiting in collectives that no longer
+    match. Instead the processes compare notes at the same steps (`agree`, every
+    `log_every_steps`) and all stop after the first comparison that finds any of
+    them signalled. `signal_name` is what the loop sees: None until then.
+    """
+
+    def __init__(self, local):
+        self.local = local  # the process's own `cnnjax.training.loop.StopRequest`
+        self.signal_name: str | None = None
+
+    def agree(self) -> None:
+        if self.signal_name is not None:
+            return
+        from jax.experimental import multihost_utils
+
+        signalled = multihost_utils.process_allgather(np.int32(self.local.signal_name is not None))
+        if np.any(signalled):
+            self.signal_name = self.local.signal_name or "a signal to another process"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -224,8 +274,9 @@ def _fmt(value: Any) -> str:
 class _PopulationTask:
     """A population as a `cnnjax.training.loop.LoopTask`: the state is (stacked states, alive)."""
 
-    def __init__(self, trainer: PopulationTrainer, population: Population, checkpoint):
+    def __init__(self, trainer: PopulationTrainer, population: Population, checkpoint, stop=None):
         self.trainer, self.population, self._checkpoint = trainer, population, checkpoint
+        self.agreed_stop = stop if isinstance(stop, AgreedStop) else None
         self.num_examples = trainer.dataset.train.num_examples
         self.perms, self.perm_epoch = None, -1
 
@@ -235,6 +286,8 @@ class _PopulationTask:
 
     def step(self, carry, step):
         pop, trainer = self.population, self.trainer
+        if self.agreed_stop is not None and step % trainer.config.log_every_steps == 0:
+            self.agreed_stop.agree()
         epoch, index = divmod(step, pop.steps_per_epoch)
         if epoch != self.perm_epoch:
             self.perms = epoch_permutations(pop.data_keys, epoch, self.num_examples, trainer.shared)
@@ -248,7 +301,7 @@ class _PopulationTask:
     def flush(self, carry, step, pending) -> None:
         """Per member: marks divergence, logs the window's mean train loss/accuracy."""
         trainer = self.trainer
-        host = jax.device_get(pending)
+        host = host_values(pending)
         first = step - len(host) + 1
         oks = np.stack([h[0] for h in host])  # [T, P]
         for i, member in enumerate(self.population.ids):

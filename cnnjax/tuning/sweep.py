@@ -28,13 +28,15 @@ import os
 import time
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
 from cnnjax.training import config as config_lib
 from cnnjax.training.loop import StopRequest
-from cnnjax.training.train import _config_as_json, check_workdir
+from cnnjax.training.sharding import is_primary
+from cnnjax.training.train import _config_as_json, _load_dataset_once, check_workdir
 from cnnjax.training.writers import write_json
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
@@ -46,7 +48,7 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
     Sweep,
     SweepError,
     _groups,
-    _pad_check,
+    _member_mesh,
     _traced,
     _train_groups,
     train_members,
@@ -54,6 +56,7 @@ from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re
 from cnnjax.tuning.model_based import run_model_based
 from cnnjax.tuning.population import member_config, set_member_values, take_members
 from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
+from cnnjax.tuning.runner import AgreedStop
 from cnnjax.tuning.space import narrow_space  # noqa: F401 (re-exported)
 
 STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "hyperband", "pbt")
@@ -293,10 +296,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     start = time.time()
     config_lib.validate_config(config)
     space = validate_sweep(config)
+    _member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
     if dataset is None:
-        from cnnjax.data import load_dataset
-
-        dataset = load_dataset(config.data)
+        dataset = _load_dataset_once(config)
     config_lib.validate_against_data(config, dataset.train.num_examples)
     check_workdir(config, workdir, allow_config_change)
     if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
@@ -305,21 +307,28 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         study_lib.check_storage(config.sweep, workdir)
     except study_lib.StudyError as err:
         raise SweepError(str(err)) from None
-    os.makedirs(workdir, exist_ok=True)
+    # With several processes (`jax.distributed`) every one trains its members; process 0 alone writes
+    # the files other than checkpoints (which orbax writes with all of them).
+    primary = is_primary()
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
 
     from tqdm.auto import tqdm
 
     planned = planned_member_steps(config, space, dataset.train.num_examples)
-    progress = tqdm(total=planned, unit="member-step", disable=not config.progress_bar, dynamic_ncols=True)
+    progress = tqdm(total=planned, unit="member-step", disable=not (config.progress_bar and primary),
+                    dynamic_ncols=True)
     progress.planned = planned is not None
-    with StopRequest() as stop:
+    with StopRequest() as local_stop:
+        stop = AgreedStop(local_stop) if jax.process_count() > 1 else local_stop
         try:
             sweep = Sweep(config, dataset, workdir, space, progress, stop_after_steps=stop_after_steps, stop=stop,
                           checkpoints=True, open_study=lambda: study_lib.open_study(config.sweep, workdir, space))
         except (SweepResumeError, study_lib.StudyError) as err:
             progress.close()
             raise SweepError(str(err)) from None
-        write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+        if primary:
+            write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
         sweep.extra, sweep.start_time = {}, start
         try:
             if config.sweep.sampler in study_lib.OPTUNA_SAMPLERS:
@@ -338,16 +347,19 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
             return {"status": "interrupted", "stopped_at": str(stopped), "members": len(sweep.records)}
         finally:
             progress.close()
-            sweep.writer.close()
+            if sweep.writer:
+                sweep.writer.close()
             sweep.phases.close()
 
     from cnnjax.tuning import report
 
     rows = [rec.row() for rec in sweep.records.values()]
-    report.write_results(workdir, rows)
-    plots = report.write_plots(workdir, rows, space)
-    sweep.study.record(sweep.records.values())  # model-free samplers: every member a finished trial
-    tb_hparams.write_member_runs(workdir, sweep.records.values(), sorted(space))
+    plots = []
+    if primary:
+        report.write_results(workdir, rows)
+        plots = report.write_plots(workdir, rows, space)
+        sweep.study.record(sweep.records.values())  # model-free samplers: every member a finished trial
+        tb_hparams.write_member_runs(workdir, sweep.records.values(), sorted(space))
     alive = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_accuracy"])]
     best = max(alive, key=lambda r: r["best_val_accuracy"]) if alive else None
     summary = {
@@ -362,11 +374,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         "plans": sweep.plans_used,
         "plots": plots,
         "best_runs": best_runs,
-        "study": {"name": sweep.study.name, "storage": sweep.study.storage_url},
+        "study": {"name": sweep.study.name, "storage": sweep.study.storage_url} if sweep.study else None,
         "wall_time_s": time.time() - start,
         **sweep.extra,
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
+    if primary:
+        write_json(os.path.join(workdir, "summary.json"), summary)
     for warning in sweep.warnings:
         logging.warning(warning)
     return summary

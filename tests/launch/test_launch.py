@@ -132,6 +132,32 @@ def test_tpu_dry_run_prints_every_gcloud_command(tmp_path):
     assert not tarball.exists()
 
 
+def test_tpu_sweep_dry_run_prints_the_exact_command_and_runs_it(tmp_path):
+    env = _stand_ins(tmp_path, gcloud=RECORDER)
+    args = ("run", "--name=s", "--zone=us-central2-b", "--mode=sweep", "--config=experiments/configs/sweep_lr_wd.py",
+            "--workdir=/mnt/runs/sweep", "--config.sweep.population_size=64", "--", "--allow_config_change")
+    result = _launch("tpu_vm.sh", "--dry-run", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "# run: the sweep of experiments/configs/sweep_lr_wd.py on all workers",
+        "gcloud compute tpus tpu-vm ssh s --zone=us-central2-b --worker=all --command='cd cnnjax && .venv/bin/python"
+        " -m cnnjax.main --config=experiments/configs/sweep_lr_wd.py --workdir=/mnt/runs/sweep --distributed"
+        " --mode=sweep --config.sweep.mesh_devices=0 --config.sweep.population_size=64 --allow_config_change'",
+    ]
+    printed = _lines(result.stdout)
+    result = _launch("tpu_vm.sh", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert _calls(tmp_path / "argv.log") == [shlex.split(line)[1:] for line in printed]
+
+
+def test_tpu_mode_other_than_train_or_sweep_is_a_usage_error():
+    result = _launch("tpu_vm.sh", "run", "--name=s", "--zone=z", "--mode=babysit", "--config=c.py", "--workdir=w",
+                     "--dry-run")
+    assert result.returncode == 2
+    assert "--mode='babysit' is not a mode the launcher runs; valid modes: train, sweep" in result.stderr
+    assert result.stdout == ""
+
+
 def test_tpu_setup_from_a_repository_and_phase_order():
     result = _launch(
         "tpu_vm.sh", "delete", "setup", "--name=t", "--zone=europe-west4-a", "--repo=https://example.com/cnnjax.git",

@@ -162,7 +162,7 @@ def test_pbt_sweep_runs_and_logs_events(data, tmp_path):
     assert summary["pbt_events"] and all(e["member"] != e["copied_from"] for e in summary["pbt_events"])
 
 
-def test_member_axis_sharded_over_a_mesh_equals_one_device_for_each_plan(tmp_path):
+def test_member_axis_sharded_over_a_mesh_equals_one_device_for_each_plan_and_padded(tmp_path):
     script = textwrap.dedent("""
         import os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
@@ -199,6 +199,14 @@ def test_member_axis_sharded_over_a_mesh_equals_one_device_for_each_plan(tmp_pat
         for other in out[1:]:
             for a, b in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(other)):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # 6 members on 4 devices: padded to 8 with frozen copies, which the result leaves out.
+        pop = init_population(config, members[:6], 10, (8, 8, 1), 128)
+        records = {i: MemberRecord(i, m) for i, m in enumerate(members[:6])}
+        pop = PopulationTrainer(config, data, records, plan="vmap", mesh=mesh4).train(pop, 6)
+        assert pop.alive.shape == (6,) and bool(pop.alive.all())
+        for a, b in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(jax.device_get(pop.state.params))):
+            assert b.shape[0] == 6
+            np.testing.assert_allclose(a[:6], b, rtol=1e-5, atol=1e-6)
         print("SHARDED_OK")
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
