@@ -1,9 +1,9 @@
 """CIFAR-10 speed run: train the airbench94 recipe and time it to 94% validation accuracy.
 
-    python experiments/cifar10_speedrun.py --workdir=/tmp/speedrun                        # full run (GPU)
-    python experiments/cifar10_speedrun.py --workdir=/tmp/speedrun \\
+    python -m experiments.cifar10_speedrun --workdir=/tmp/speedrun                        # full run (GPU)
+    python -m experiments.cifar10_speedrun --workdir=/tmp/speedrun \\
         --config=experiments/configs/cifar10_speedrun.py:cpu_budget                         # fixed CPU budget
-    python experiments/cifar10_speedrun.py --workdir=/tmp/speedrun --precision=float32 --runs=5 \\
+    python -m experiments.cifar10_speedrun --workdir=/tmp/speedrun --precision=float32 --runs=5 \\
         --config.num_epochs=11.07                                                           # any config key
 
 The recipe and its variants are in `experiments/configs/cifar10_speedrun.py`.
@@ -38,16 +38,13 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "cifar10_speedrun.py"
 COLUMNS = ("run", "epoch", "steps", "clock_s", "clock_with_compile_s", "val_accuracy", "tta_level",

@@ -1,6 +1,6 @@
 """What the experiment scripts share: flags, the CIFAR-10 subset, tables, plots.
 
-Every experiment is `python experiments/<name>.py --workdir=DIR [--variant=smoke|full]`
+Every experiment is `python -m experiments.<name> --workdir=DIR [--variant=smoke|full]`
 and writes into DIR at least `table.csv`, `table.md` and one PNG plot. The
 `smoke` variant runs in under a minute on a 2-core CPU (the test suite runs
 it); `full` is the size a GPU/TPU user runs. Image experiments at smoke size

@@ -1,6 +1,6 @@
 """Constant, step, exponential and cosine learning-rate schedules, each with and without linear warmup.
 
-    python experiments/lr_schedules.py --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
+    python -m experiments.lr_schedules --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
 
 Same model (LeNet-5), data (CIFAR-10), optimiser (SGD + momentum 0.9), peak
 learning rate and budget for all 8 runs; only lr(t) differs (definitions in
@@ -16,12 +16,8 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 
 def schedule_members(schedules, warmup_epochs: float, seeds: int, base_seed: int = 0) -> list[dict]:

@@ -1,6 +1,6 @@
 """SGD, momentum, Nesterov, AdaGrad, AdaDelta, RMSprop and Adam, each at its own tuned learning rate.
 
-    python experiments/optimizers.py --workdir=/tmp/exp/optimizers [--variant=smoke|full]
+    python -m experiments.optimizers --workdir=/tmp/exp/optimizers [--variant=smoke|full]
 
 Same model (LeNet-5), data (CIFAR-10), batch size, epochs and constant
 learning rate for all; only the update rule differs. Stage 1 trains every
@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 TRAINERS = ("mixed", "library")
 

@@ -1,6 +1,6 @@
 """Max vs average vs stochastic pooling (Zeiler & Fergus 2013).
 
-    python experiments/pooling.py --workdir=/tmp/exp/pooling [--variant=smoke|full]
+    python -m experiments.pooling --workdir=/tmp/exp/pooling [--variant=smoke|full]
 
 LeNet-5 on CIFAR-10 with each pooling kind in both pooling layers (recipe in
 `experiments/configs/lenet_cifar.py`). Stochastic pooling samples one activation
@@ -12,13 +12,8 @@ and `pooling.png` (bars).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments import variants as variants_lib  # noqa: E402
+from experiments import common
+from experiments import variants as variants_lib
 
 
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:

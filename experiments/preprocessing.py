@@ -1,6 +1,6 @@
 """Input preprocessing: none vs channel mean vs mean image vs standardise (cs231n notes).
 
-    python experiments/preprocessing.py --workdir=/tmp/exp/preprocessing [--variant=smoke|full]
+    python -m experiments.preprocessing --workdir=/tmp/exp/preprocessing [--variant=smoke|full]
 
 LeNet-5 on CIFAR-10 (recipe in `experiments/configs/lenet_cifar.py`) with each
 `data.preprocess` choice. The images are read once; each choice's statistics
@@ -13,13 +13,9 @@ what `load_dataset` computes for that choice. Each choice is its own population
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments import variants as variants_lib  # noqa: E402
+from experiments import common
+from experiments import variants as variants_lib
 
 
 def with_preprocess(dataset, method: str):

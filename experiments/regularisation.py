@@ -1,6 +1,6 @@
 """Regularisers on a small training set: none vs L1 vs L2 vs dropout vs batch norm.
 
-    python experiments/regularisation.py --workdir=/tmp/exp/regularisation [--variant=smoke|full]
+    python -m experiments.regularisation --workdir=/tmp/exp/regularisation [--variant=smoke|full]
 
 LeNet-5 on a few CIFAR-10 training images for many epochs (recipe in
 `experiments/configs/regularisation.py`), so the unregularised net overfits.
@@ -12,13 +12,8 @@ accuracy), the final and best val accuracy and the train - val GAP. Writes
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments import variants as variants_lib  # noqa: E402
+from experiments import common
+from experiments import variants as variants_lib
 
 
 def regularisers(exp) -> dict[str, dict]:

@@ -1,7 +1,7 @@
 """Every accelerator figure the README promises, in one command (about 8 minutes on one GPU).
 
-    python experiments/benchmarks/accelerator.py --out=accelerator.json            # GPU / TPU host
-    python experiments/benchmarks/accelerator.py --smoke --out=/tmp/smoke.json      # seconds, on CPU
+    python -m experiments.benchmarks.accelerator --out=accelerator.json            # GPU / TPU host
+    python -m experiments.benchmarks.accelerator --smoke --out=/tmp/smoke.json      # seconds, on CPU
 
 Figures (rows of one table, and one JSON list):
 - `population`: member-steps/s of a P=32 population of LeNet-5 and of CIFAR
@@ -34,11 +34,9 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+import jax
 
-import jax  # noqa: E402
-
-from experiments.benchmarks import population, step_time  # noqa: E402
+from experiments.benchmarks import population, step_time
 
 PLANS = ("vmap", "chunked", "sequential")
 

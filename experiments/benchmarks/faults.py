@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL a run at seeded random moments, resume it, compare with an uninterrupted run.
 
-    python experiments/benchmarks/faults.py --kills=20 [--seed=0] [--out=faults.json] [--sweep_kills=20]
+    python -m experiments.benchmarks.faults --kills=20 [--seed=0] [--out=faults.json] [--sweep_kills=20]
 
 The job is the default one (`experiments/configs/default.py:smoke`, 4 epochs of 8
 steps, a checkpoint every 2 steps, metrics every step). For each kill point the
@@ -50,8 +50,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workdir_checks import _check_records, check_file, check_workdir  # noqa: E402,F401
+from experiments.benchmarks.workdir_checks import _check_records, check_file, check_workdir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "experiments" / "configs" / "default.py"

@@ -1,6 +1,6 @@
 """LeNet-5 with and without batch normalisation across learning rates and init scales.
 
-    python experiments/batch_norm.py --workdir=/tmp/exp/batch_norm [--variant=full]
+    python -m experiments.batch_norm --workdir=/tmp/exp/batch_norm [--variant=full]
 
 Ioffe & Szegedy (2015) report that BN lets a network train at much higher
 learning rates and makes it far less sensitive to the scale of its initial

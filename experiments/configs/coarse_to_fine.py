@@ -1,6 +1,6 @@
 """Coarse-to-fine search of learning rate and L2 in log space (experiments/coarse_to_fine.py).
 
-    python experiments/coarse_to_fine.py --workdir=/tmp/exp/coarse_to_fine [--variant=smoke|full]
+    python -m experiments.coarse_to_fine --workdir=/tmp/exp/coarse_to_fine [--variant=smoke|full]
     cnnjax --config=experiments/configs/coarse_to_fine.py:smoke --workdir=/tmp/cnnjax/c2f --mode=sweep
 
 LeNet-5 on the offline `mnist5k` digits, SGD with momentum 0.9 at a constant
@@ -19,12 +19,7 @@ rounds narrow around the better rates. (Derived from
 `full`: 4,000 images, 5 epochs, 4 rounds of 16.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_mnist  # noqa: E402
+from experiments.configs import lenet_mnist
 
 VARIANTS = lenet_mnist.VARIANTS
 

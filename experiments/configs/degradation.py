@@ -1,6 +1,6 @@
 """Plain vs residual nets at two depths: the degradation problem (He et al. 2016, Fig. 6).
 
-    python experiments/degradation.py --workdir=/tmp/exp/degradation [--variant=full]
+    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=full]
 
 `full` (the paper's recipe, section 4.2): TFDS `cifar10` with a 45k/5k train/val
 split, plain-20, plain-56, ResNet-20, ResNet-56 (option-A shortcuts), SGD momentum

@@ -1,6 +1,6 @@
 """LeNet-5 on CIFAR-10: the shared base of the pooling, preprocessing and regularisation experiments.
 
-    python experiments/pooling.py --workdir=/tmp/exp/pooling [--variant=full]
+    python -m experiments.pooling --workdir=/tmp/exp/pooling [--variant=full]
 
 `smoke`: 2,000 CIFAR-10 training JPEGs (500 carved for validation), batch 50,
 80 steps, one seed, validation at the end. `full`: TFDS `cifar10` (45k/5k), batch 128, 40 epochs, three

@@ -1,6 +1,6 @@
 """LeNet-5 on `mnist5k` (offline): the shared base of the search experiments.
 
-    python experiments/random_vs_grid.py --workdir=/tmp/exp/random_vs_grid [--variant=full]
+    python -m experiments.random_vs_grid --workdir=/tmp/exp/random_vs_grid [--variant=full]
 
 SGD with momentum 0.9 at a constant learning rate (so a search compares
 rates, not schedules), batch 64, standardised inputs. The experiments set

@@ -1,6 +1,6 @@
 """Learning-rate schedules, with and without linear warmup, on LeNet-5 / CIFAR-10 (experiments/lr_schedules.py).
 
-    python experiments/lr_schedules.py --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
+    python -m experiments.lr_schedules --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
 
 One optimiser (SGD with momentum 0.9, weight decay 5e-4) at one peak learning
 rate for every run; only the shape of lr(t) / peak differs

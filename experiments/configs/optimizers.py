@@ -1,6 +1,6 @@
 """Seven optimisers on LeNet-5 / CIFAR-10, each at its own tuned learning rate (experiments/optimizers.py).
 
-    python experiments/optimizers.py --workdir=/tmp/exp/optimizers [--variant=smoke|full]
+    python -m experiments.optimizers --workdir=/tmp/exp/optimizers [--variant=smoke|full]
 
 Everything but the optimiser is shared: model, data, batch size, epochs, a
 constant learning rate (so the comparison is of the update rules, not of a

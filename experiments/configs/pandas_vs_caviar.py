@@ -1,6 +1,6 @@
 """Pandas (babysit one model) vs caviar (a population) in the same wall clock (experiments/pandas_vs_caviar.py).
 
-    python experiments/pandas_vs_caviar.py --workdir=/tmp/exp/pandas_vs_caviar [--variant=smoke|full]
+    python -m experiments.pandas_vs_caviar --workdir=/tmp/exp/pandas_vs_caviar [--variant=smoke|full]
 
 LeNet-5 on the offline `mnist5k` digits, SGD with momentum 0.9 at a constant
 learning rate. Both approaches search `optimizer.learning_rate` within
@@ -11,12 +11,7 @@ informed by the last, until caviar's wall time is spent.
 `full`: 4,000 images, 3 epochs, a population of 32.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_mnist  # noqa: E402
+from experiments.configs import lenet_mnist
 
 VARIANTS = lenet_mnist.VARIANTS
 

@@ -1,6 +1,6 @@
 """Grid vs random search over one important and one unimportant hyperparameter (experiments/random_vs_grid.py).
 
-    python experiments/random_vs_grid.py --workdir=/tmp/exp/random_vs_grid [--variant=smoke|full]
+    python -m experiments.random_vs_grid --workdir=/tmp/exp/random_vs_grid [--variant=smoke|full]
 
 LeNet-5 on the offline `mnist5k` digits, SGD with momentum 0.9 at a constant
 learning rate. The search space (`sweep.space`) has two dimensions:
@@ -18,12 +18,7 @@ learning rate. The search space (`sweep.space`) has two dimensions:
 training images for 5 epochs, budget 16 (a 4 x 4 grid).
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_mnist  # noqa: E402
+from experiments.configs import lenet_mnist
 
 VARIANTS = lenet_mnist.VARIANTS
 

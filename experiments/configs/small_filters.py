@@ -1,6 +1,6 @@
 """Two small CNNs, blocks of one 5x5 conv or of two 3x3 convs (experiments/small_filters.py).
 
-    python experiments/small_filters.py --workdir=/tmp/exp/small_filters [--variant=smoke|full]
+    python -m experiments.small_filters --workdir=/tmp/exp/small_filters [--variant=smoke|full]
 
 `model.width` is C (the channels of every conv), `model.blocks` the number of
 blocks (each followed by 2x2 max pooling; then global average pooling and a

@@ -1,6 +1,6 @@
 """TPE in population batches vs random search (experiments/tpe_vs_random.py).
 
-    python experiments/tpe_vs_random.py --workdir=/tmp/exp/tpe_vs_random [--variant=smoke|full]
+    python -m experiments.tpe_vs_random --workdir=/tmp/exp/tpe_vs_random [--variant=smoke|full]
 
 LeNet-5 on the offline `mnist5k` digits, SGD with momentum at a constant rate,
 over learning rate, weight decay and momentum. Each search spends
@@ -10,12 +10,7 @@ rounds before. `smoke`: 512 training images, one epoch, 2 rounds of 4.
 `full`: the 4,000 training images, 3 epochs, 4 rounds of 8.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_mnist  # noqa: E402
+from experiments.configs import lenet_mnist
 
 VARIANTS = lenet_mnist.VARIANTS
 
