@@ -137,17 +137,23 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def write_table(workdir: str, rows: Sequence[dict[str, Any]], name: str = "table",
                 columns: Sequence[str] | None = None, title: str | None = None) -> tuple[str, str]:
-    """Writes `DIR/<name>.csv` (full precision) and `DIR/<name>.md`; returns both paths."""
+    """Writes `DIR/<name>.csv` (full precision) and `DIR/<name>.md`; returns both paths.
+
+    Each file is written to a temporary name and renamed, so a run killed
+    mid-write leaves the previous table whole.
+    """
+    from cnnjax.training.writers import atomic_write
+
     os.makedirs(workdir, exist_ok=True)
     columns = list(columns or _columns(rows))
     csv_path = os.path.join(workdir, f"{name}.csv")
-    with open(csv_path, "w", newline="") as f:
+    with atomic_write(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({c: row.get(c, "") for c in columns})
     md_path = os.path.join(workdir, f"{name}.md")
-    with open(md_path, "w") as f:
+    with atomic_write(md_path) as f:
         if title:
             f.write(f"### {title}\n\n")
         f.write(markdown_table(rows, columns))
@@ -171,9 +177,13 @@ def pyplot():
 
 
 def save_figure(fig, workdir: str, name: str) -> str:
+    """Saves `fig` as `DIR/<name>.png` (temporary name, then renamed) and closes it."""
+    from cnnjax.training.writers import atomic_write
+
     path = os.path.join(workdir, name if name.endswith(".png") else f"{name}.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     pyplot().close(fig)
     return path
 
