@@ -67,12 +67,8 @@ def _row(bn: bool, key: str, value: float, records, exp) -> dict:
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.batch_norm import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = subset_train(common.load(config), exp.small_train_examples, config.data.preprocess)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = subset_train(dataset, exp.small_train_examples, config.data.preprocess)
     grid = [(lr, 1.0) for lr in exp.learning_rates]
     grid += [(exp.scale_learning_rate, s) for s in exp.init_scales if (exp.scale_learning_rate, s) not in grid]
     members = [

@@ -108,6 +108,20 @@ def load(config):
     return _LOADED[key]
 
 
+def prepare(get_config: Callable[[str], Any], variant: str, data_path: str | None = None):
+    """The image experiments' prologue: `variant`'s config, its data pointed at CIFAR-10, loaded once.
+
+    The smoke subset sizes are `config.experiment.train_examples` and
+    `eval_examples`. Returns `(config, config.experiment, dataset)`.
+    """
+    check_variant(variant)
+    config = get_config(variant)
+    exp = config.experiment
+    cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
+               eval_examples=exp.eval_examples)
+    return config, exp, load(config)
+
+
 # -- tables --------------------------------------------------------------------
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:

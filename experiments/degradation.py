@@ -75,12 +75,8 @@ def _smooth(values, window: int):
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.degradation import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = downsample(common.load(config), exp.downsample, config.data.preprocess)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = downsample(dataset, exp.downsample, config.data.preprocess)
     shallow, deep = exp.depths
     models = [(plain, depth) for plain in (True, False) for depth in (shallow, deep)]
     members = [

@@ -53,15 +53,10 @@ def _row(name, warmup, records, lr_curve) -> dict:
 
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     """Writes table.csv/md, metrics.jsonl and lr_schedules.png; returns rows, lr curves, loss curves, records."""
-    common.check_variant(variant)
     from experiments.configs.lr_schedules import SCHEDULES, get_config
     from experiments.mixed_population import train_mixed
 
-    config = get_config(variant)
-    exp = config.experiment
-    sizes = {} if variant == "full" else {"train_examples": exp.train_examples, "eval_examples": exp.eval_examples}
-    common.cifar_data(config, variant, data_path=data_path, **sizes)
-    dataset = common.load(config)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
     members = schedule_members(SCHEDULES, exp.warmup_epochs, exp.seeds, config.seed)
     os.makedirs(workdir, exist_ok=True)
     metrics = os.path.join(workdir, "metrics.jsonl")

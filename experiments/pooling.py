@@ -19,12 +19,7 @@ from experiments import variants as variants_lib
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.pooling import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = common.load(config)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
     runs = variants_lib.train(config, {p: {"model.pooling": p} for p in exp.poolings}, exp.seeds, dataset=dataset)
     rows = [variants_lib.summary_row(label, records) for label, records in runs.items()]
     what = (f"{variant}: LeNet-5, CIFAR-10 ({dataset.train.num_examples} training images), "

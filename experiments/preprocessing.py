@@ -37,12 +37,7 @@ def input_stats(dataset) -> dict[str, float]:
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.preprocessing import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    base = common.load(config)
+    config, exp, base = common.prepare(get_config, variant, data_path)
     rows, runs = [], {}
     for method in exp.preprocess:
         dataset = with_preprocess(base, method)

@@ -29,12 +29,8 @@ def regularisers(exp) -> dict[str, dict]:
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.regularisation import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = variants_lib.subset_train(common.load(config), exp.small_train_examples, config.data.preprocess)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = variants_lib.subset_train(dataset, exp.small_train_examples, config.data.preprocess)
     settings = regularisers(exp)
     runs = variants_lib.train(config, settings, exp.seeds, dataset=dataset)
     rows = [variants_lib.summary_row(label, records, setting=", ".join(f"{k}={v}" for k, v in settings[label].items())
