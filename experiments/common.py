@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.configs.base import VARIANTS
+
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_NAME = "cifar10-train-jpg.tar.gz"
 
@@ -48,7 +50,6 @@ def find_cifar_archive() -> Path:
 
 
 CIFAR_ARCHIVE = find_cifar_archive()
-VARIANTS = ("smoke", "full")
 
 
 def check_variant(variant: str) -> str:

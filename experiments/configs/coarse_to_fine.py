@@ -20,8 +20,7 @@ rounds narrow around the better rates. (Derived from
 """
 
 from experiments.configs import lenet_mnist
-
-VARIANTS = lenet_mnist.VARIANTS
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -38,13 +37,9 @@ def get_config(arg: str | None = None):
     config.sweep.top_k = 4
     config.sweep.seed = 3
     if variant == "smoke":
-        config.data.max_train_examples = 512
-        config.data.max_eval_examples = 200
-        config.batch_size = 32
-        config.num_epochs = 1
-        config.log_every_steps = 8
+        # sequential: measured on a 2-core CPU, ~2x faster per member-step than vmap
+        shrink(config, train_examples=512, eval_examples=200, log_every_steps=8, plan="sequential")
         config.sweep.population_size = 6
         config.sweep.rounds = 3
         config.sweep.top_k = 2
-        config.sweep.plan = "sequential"  # measured on a 2-core CPU: ~2x faster per member-step than vmap
     return config

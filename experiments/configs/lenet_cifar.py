@@ -8,24 +8,14 @@ seeds. SGD with momentum 0.9 and a cosine learning-rate decay; no augmentation
 and no weight decay, so the compared option is the only regulariser.
 """
 
-from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import experiment_config, variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
-    config = base_config()
-    config.model.name = "lenet5"
-    config.optimizer.name = "momentum"
-    config.optimizer.momentum = 0.9
+    variant = variant_of(arg)
+    config = experiment_config("lenet5", "momentum", momentum=0.9)
     config.optimizer.learning_rate = 0.03
     config.schedule.name = "cosine"
-    config.data.preprocess = "standardize"
-    config.progress_bar = False
-    config.tensorboard = False
     # Experiment-only keys (not part of the library schema).
     config.experiment = dict(seeds=(0,), train_examples=2000, eval_examples=500)
     if variant == "full":

@@ -8,14 +8,11 @@ their own epochs, space and sweep. Variants: `smoke`, `full`.
 """
 
 from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+    variant_of(arg)
     config = base_config()
     config.data.name = "mnist5k"
     config.data.preprocess = "standardize"

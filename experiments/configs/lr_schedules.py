@@ -23,15 +23,13 @@ The experiment script points `config.data` at CIFAR-10.
 import ml_collections
 
 from cnnjax.training.config import base_config
+from experiments.configs.base import variant_of
 
-VARIANTS = ("smoke", "full")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    variant = variant_of(arg)
     config = base_config()
     config.model.name = "lenet5"
     config.optimizer.name = "momentum"

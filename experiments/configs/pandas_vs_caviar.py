@@ -12,8 +12,7 @@ informed by the last, until caviar's wall time is spent.
 """
 
 from experiments.configs import lenet_mnist
-
-VARIANTS = lenet_mnist.VARIANTS
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -27,11 +26,7 @@ def get_config(arg: str | None = None):
     config.sweep.population_size = 32
     config.sweep.plan = "auto"
     if variant == "smoke":
-        config.data.max_train_examples = 512
-        config.data.max_eval_examples = 200
-        config.batch_size = 32
-        config.num_epochs = 1
-        config.log_every_steps = 8
+        # sequential: measured on a 2-core CPU, ~2x faster per member-step than vmap
+        shrink(config, train_examples=512, eval_examples=200, log_every_steps=8, plan="sequential")
         config.sweep.population_size = 8
-        config.sweep.plan = "sequential"  # measured on a 2-core CPU: ~2x faster per member-step than vmap
     return config

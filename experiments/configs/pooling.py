@@ -8,7 +8,6 @@ each pooling kind is its own population (its seeds train together).
 
 from experiments.configs import lenet_cifar
 
-VARIANTS = lenet_cifar.VARIANTS
 POOLINGS = ("max", "avg", "stochastic")
 
 

@@ -12,8 +12,6 @@ divides by the per-channel std.
 from cnnjax.data import PREPROCESS_CHOICES
 from experiments.configs import lenet_cifar
 
-VARIANTS = lenet_cifar.VARIANTS
-
 
 def get_config(arg: str | None = None):
     config = lenet_cifar.get_config(arg)

@@ -19,8 +19,7 @@ training images for 5 epochs, budget 16 (a 4 x 4 grid).
 """
 
 from experiments.configs import lenet_mnist
-
-VARIANTS = lenet_mnist.VARIANTS
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -35,12 +34,8 @@ def get_config(arg: str | None = None):
     config.sweep.grid_points = 4
     config.sweep.plan = "auto"
     if variant == "smoke":
-        config.data.max_train_examples = 512
-        config.data.max_eval_examples = 200
-        config.batch_size = 32
-        config.num_epochs = 1
-        config.log_every_steps = 8
+        # sequential: measured on a 2-core CPU, ~2x faster per member-step than vmap
+        shrink(config, train_examples=512, eval_examples=200, log_every_steps=8, plan="sequential")
         config.sweep.population_size = 9
         config.sweep.grid_points = 3
-        config.sweep.plan = "sequential"  # measured on a 2-core CPU: ~2x faster per member-step than vmap
     return config

@@ -12,8 +12,6 @@ traced (one population with the baseline); BN is its own population.
 
 from experiments.configs import lenet_cifar
 
-VARIANTS = lenet_cifar.VARIANTS
-
 
 def get_config(arg: str | None = None):
     config = lenet_cifar.get_config(arg)

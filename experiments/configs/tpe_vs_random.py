@@ -11,8 +11,7 @@ rounds before. `smoke`: 512 training images, one epoch, 2 rounds of 4.
 """
 
 from experiments.configs import lenet_mnist
-
-VARIANTS = lenet_mnist.VARIANTS
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -29,12 +28,7 @@ def get_config(arg: str | None = None):
     config.sweep.rounds = 4
     config.sweep.plan = "auto"
     if variant == "smoke":
-        config.data.max_train_examples = 512
-        config.data.max_eval_examples = 200
-        config.batch_size = 32
-        config.num_epochs = 1
-        config.log_every_steps = 8
+        shrink(config, train_examples=512, eval_examples=200, log_every_steps=8, plan="sequential")
         config.sweep.population_size = 4
         config.sweep.rounds = 2
-        config.sweep.plan = "sequential"
     return config
