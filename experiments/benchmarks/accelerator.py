@@ -1,7 +1,7 @@
 """Every accelerator figure the README promises, in one command (about 8 minutes on one GPU).
 
-    python -m experiments.benchmarks.accelerator --out=accelerator.json            # GPU / TPU host
-    python -m experiments.benchmarks.accelerator --smoke --out=/tmp/smoke.json      # seconds, on CPU
+    python experiments/benchmarks/accelerator.py --out=accelerator.json            # GPU / TPU host
+    python experiments/benchmarks/accelerator.py --smoke --out=/tmp/smoke.json      # seconds, on CPU
 
 Figures (rows of one table, and one JSON list):
 - `population`: member-steps/s of a P=32 population of LeNet-5 and of CIFAR

@@ -1,6 +1,6 @@
 """Compile time of one jitted train step, by model: does it grow with depth?
 
-    python -m experiments.benchmarks.compile_time [--models=a,b,...] [--out=FILE.json]
+    python experiments/benchmarks/compile_time.py [--models=a,b,...] [--out=FILE.json]
 
 For each model: build it at batch 8 on 32x32x3 inputs, lower and compile (with
 `jax.jit(step).lower(...).compile()`) a train step made of the forward pass in

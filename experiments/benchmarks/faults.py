@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL a run at seeded random moments, resume it, compare with an uninterrupted run.
 
-    python -m experiments.benchmarks.faults --kills=20 [--seed=0] [--out=faults.json] [--sweep_kills=20]
+    python experiments/benchmarks/faults.py --kills=20 [--seed=0] [--out=faults.json] [--sweep_kills=20]
 
 The job is the default one (`experiments/configs/default.py:smoke`, 4 epochs of 8
 steps, a checkpoint every 2 steps, metrics every step). For each kill point the

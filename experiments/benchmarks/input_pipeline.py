@@ -1,6 +1,6 @@
 """Streaming input throughput: images/s of the host pipeline (read, decode, crop, batch).
 
-    python -m experiments.benchmarks.input_pipeline [--quick] [--data_path=ARCHIVE] [--out=FILE.json]
+    python experiments/benchmarks/input_pipeline.py [--quick] [--data_path=ARCHIVE] [--out=FILE.json]
 
 Reads the CIFAR-10 training JPEGs (`../shared/data/cifar10-train-jpg.tar.gz`, or
 `--data_path`, a folder or archive laid out as `train/<class>/<image>`) through

@@ -1,6 +1,6 @@
 """Step time with the in-step monitors off and on (default config: LeNet-5, batch 64).
 
-    python -m experiments.benchmarks.monitors [--steps=300] [--repeats=5]
+    python experiments/benchmarks/monitors.py [--steps=300] [--repeats=5]
 
 Times, in ms per step (median over repeats of `steps` steps, after compiling; the
 variants' repeats are interleaved):

@@ -1,6 +1,6 @@
 """Population throughput: member-steps/s of each execution plan vs P sequential single runs.
 
-    python -m experiments.benchmarks.population [--quick] [--out=FILE.json]
+    python experiments/benchmarks/population.py [--quick] [--out=FILE.json]
 
 LeNet-5 on mnist5k (batch 32) and CIFAR ResNet-20 on synthetic 32x32x3 batches
 (batch 32). For each P the sequential figure is the single-model step (the one

@@ -1,6 +1,6 @@
 """Throughput of `--mode=predict` (images/s), by model, on 32x32 RGB PNGs.
 
-    python -m experiments.benchmarks.predict_throughput [--models=lenet5,resnet20_cifar] [--images=2000]
+    python experiments/benchmarks/predict_throughput.py [--models=lenet5,resnet20_cifar] [--images=2000]
 
 For each model: a workdir holding a freshly initialised checkpoint (the weights
 do not change the cost), a folder of random 32x32 PNGs, then `predict_run` timed

@@ -1,6 +1,6 @@
 """Train-step time: cnnjax against the same model and step in PyTorch, on one device.
 
-    python -m experiments.benchmarks.step_time [--models=lenet5,resnet20_cifar] [--quick] [--out=FILE.json]
+    python experiments/benchmarks/step_time.py [--models=lenet5,resnet20_cifar] [--quick] [--out=FILE.json]
 
 For each model, one process builds three steppers on the same random batch:
 `cnnjax` (the library's `train_step`, jitted with the state donated, SGD with
