@@ -29,10 +29,10 @@ def schedule_members(schedules, warmup_epochs: float, seeds: int, base_seed: int
 def lr_curves(config, members, steps_per_epoch: int, total_steps: int) -> dict[tuple[str, float], list[float]]:
     """{(schedule, warmup epochs): lr at steps 0..total_steps-1}, from the library's `make_lr_scale`."""
     from cnnjax.tuning.population import member_config
-    from experiments.mixed_population import _schedule_key, schedule_table
+    from experiments.mixed_population import schedule_key, schedule_table
 
     runs = list(dict.fromkeys((m["schedule.name"], m["schedule.warmup_epochs"]) for m in members))
-    keys = [_schedule_key(member_config(config, {"schedule.name": n, "schedule.warmup_epochs": w})) for n, w in runs]
+    keys = [schedule_key(member_config(config, {"schedule.name": n, "schedule.warmup_epochs": w})) for n, w in runs]
     table = schedule_table(keys, steps_per_epoch, total_steps)
     peak = float(config.optimizer.learning_rate)
     return {run: [peak * float(v) for v in row] for run, row in zip(runs, table)}
