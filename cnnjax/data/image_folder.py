@@ -48,6 +48,13 @@ Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 BAD_IMAGE_CHOICES = ("error", "skip")
 
 
+def check_bad_images(choice: str) -> str:
+    """``choice`` when it is a valid ``data.bad_images`` (in memory or streamed), else a DataError."""
+    if choice not in BAD_IMAGE_CHOICES:
+        raise DataError(f"data.bad_images={choice!r} is unknown; valid choices: {', '.join(BAD_IMAGE_CHOICES)}.")
+    return choice
+
+
 def index_splits(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]]:
     """Groups files as split -> [(relpath, class_name)] at the detected layout root."""
     candidates = []
@@ -211,8 +218,7 @@ def load_image_folder(
         the expected layout, no train split, an undecodable image (with
         ``bad_images='error'``) or images of different sizes.
     """
-    if bad_images not in BAD_IMAGE_CHOICES:
-        raise DataError(f"data.bad_images={bad_images!r} is unknown; valid choices: {', '.join(BAD_IMAGE_CHOICES)}.")
+    check_bad_images(bad_images)
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(

@@ -39,7 +39,7 @@ import numpy as np
 
 from cnnjax.data import archive
 from cnnjax.data.errors import DataError
-from cnnjax.data.image_folder import BAD_IMAGE_CHOICES, GRAY_MODES, IMAGE_FOLDER, bad_image_error, select_image_files
+from cnnjax.data.image_folder import GRAY_MODES, IMAGE_FOLDER, bad_image_error, check_bad_images, select_image_files
 from cnnjax.data.loader import config_value
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
 
@@ -56,10 +56,8 @@ def parallel_map(ds, fn):
 
 
 def bad_images_choice(data_config: Any) -> str:
-    choice = config_value(data_config, "bad_images", "error")
-    if choice not in BAD_IMAGE_CHOICES:
-        raise DataError(f"data.bad_images={choice!r} is unknown; valid choices: {', '.join(BAD_IMAGE_CHOICES)}.")
-    return choice
+    """``data.bad_images`` (default ``error``), checked."""
+    return check_bad_images(config_value(data_config, "bad_images", "error"))
 
 
 def skip_undecodable(ds, data_config: Any):
@@ -88,7 +86,8 @@ class TfdsSource:
     def __init__(self, data_config: Any):
         from cnnjax.data import tfds_loader
 
-        if config_value(data_config, "max_train_examples") is not None or config_value(data_config, "max_eval_examples") is not None:
+        limits = (config_value(data_config, "max_train_examples"), config_value(data_config, "max_eval_examples"))
+        if any(limit is not None for limit in limits):
             raise ValueError(
                 "data.max_train_examples / data.max_eval_examples apply to in-memory and image-folder data; "
                 "for a streamed TFDS set pick the examples with a split string instead, e.g. "

@@ -210,6 +210,9 @@ def test_undecodable_images_stop_the_stream_or_are_skipped_on_request(folder, st
         config = _config(name="image_folder", path=str(path), train_split=None, validation_split=None, test_split=None)
         with pytest.raises(DataError, match=r"'test' split of .*images.*data.bad_images=skip"):
             list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1))
+        config.bad_images = "ignore"
+        with pytest.raises(DataError, match="data.bad_images='ignore' is unknown; valid choices: error, skip"):
+            streaming.streaming_info(config)
         config.bad_images = "skip"
         assert streaming.streaming_info(config).num_eval_examples["test"] == 7  # Files are counted, not decoded.
         test = list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1))
