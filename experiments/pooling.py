@@ -22,11 +22,10 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     config, exp, dataset = common.prepare(get_config, variant, data_path)
     runs = variants_lib.train(config, {p: {"model.pooling": p} for p in exp.poolings}, exp.seeds, dataset=dataset)
     rows = [variants_lib.summary_row(label, records) for label, records in runs.items()]
-    what = (f"{variant}: LeNet-5, CIFAR-10 ({dataset.train.num_examples} training images), "
+    what = (f"LeNet-5, CIFAR-10 ({dataset.train.num_examples} training images), "
             f"{rows[0]['steps']} steps, {len(exp.seeds)} seed(s)")
-    common.write_table(workdir, rows, title=what)
-    variants_lib.bar_plot(workdir, rows, "pooling", f"Pooling in LeNet-5 ({what.split(': ', 1)[1]})")
-    return {"rows": {r["variant"]: r for r in rows}, "records": runs}
+    return variants_lib.report(workdir, rows, runs, variant=variant, what=what, name="pooling",
+                               heading="Pooling in LeNet-5")
 
 
 if __name__ == "__main__":

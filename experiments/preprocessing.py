@@ -44,11 +44,10 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
         config.data.preprocess = method  # recorded with the run; the statistics are in `dataset`
         runs[method] = variants_lib.train(config, {method: {}}, exp.seeds, dataset=dataset)[method]
         rows.append(variants_lib.summary_row(method, runs[method], **input_stats(dataset)))
-    what = (f"{variant}: LeNet-5, CIFAR-10 ({base.train.num_examples} training images), "
+    what = (f"LeNet-5, CIFAR-10 ({base.train.num_examples} training images), "
             f"{rows[0]['steps']} steps, {len(exp.seeds)} seed(s)")
-    common.write_table(workdir, rows, title=what)
-    variants_lib.bar_plot(workdir, rows, "preprocessing", f"Preprocessing ({what.split(': ', 1)[1]})")
-    return {"rows": {r["variant"]: r for r in rows}, "records": runs}
+    return variants_lib.report(workdir, rows, runs, variant=variant, what=what, name="preprocessing",
+                               heading="Preprocessing")
 
 
 if __name__ == "__main__":

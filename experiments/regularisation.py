@@ -35,12 +35,11 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     runs = variants_lib.train(config, settings, exp.seeds, dataset=dataset)
     rows = [variants_lib.summary_row(label, records, setting=", ".join(f"{k}={v}" for k, v in settings[label].items())
                                      or "-") for label, records in runs.items()]
-    what = (f"{variant}: LeNet-5, {dataset.train.num_examples} CIFAR-10 training images, "
+    what = (f"LeNet-5, {dataset.train.num_examples} CIFAR-10 training images, "
             f"{rows[0]['steps']} steps, {len(exp.seeds)} seed(s)")
-    common.write_table(workdir, rows, title=what)
-    variants_lib.bar_plot(workdir, rows, "regularisation", f"Regularisers ({what.split(': ', 1)[1]})",
-                          metrics=(("train_accuracy", "train"), ("val_accuracy", "val"), ("gap", "gap")))
-    return {"rows": {r["variant"]: r for r in rows}, "records": runs}
+    return variants_lib.report(workdir, rows, runs, variant=variant, what=what, name="regularisation",
+                               heading="Regularisers",
+                               metrics=(("train_accuracy", "train"), ("val_accuracy", "val"), ("gap", "gap")))
 
 
 if __name__ == "__main__":
