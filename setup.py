@@ -9,7 +9,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["cnnjax", "cnnjax.*"]),
+    # `experiments` too: derived configs import their base (`from experiments.configs import ...`).
+    packages=find_packages(include=["cnnjax", "cnnjax.*", "experiments", "experiments.*"]),
     install_requires=[
         "jax>=0.10",
         "flax>=0.12.8",

@@ -1,6 +1,6 @@
 """The model zoo next to its papers: parameters, multiply-adds, depth and published error.
 
-    python experiments/architectures.py --workdir=/tmp/exp/architectures [--variant=smoke|full]
+    python -m experiments.architectures --workdir=/tmp/exp/architectures [--variant=smoke|full]
 
 Parameters and MACs are counted by `cnnjax.summary.summarize` (abstract tracing,
 no memory) at each model's canonical input (`cnnjax.models.canonical_input_shape`)
@@ -16,13 +16,9 @@ CIFAR-10 errors are test errors with the standard crop-and-flip augmentation.
 from __future__ import annotations
 
 import re
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 SMOKE_MODELS = ("lenet5", "lenet5_original", "alexnet_original", "vgg16", "resnet20_cifar", "resnet50")
 

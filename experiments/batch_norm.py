@@ -1,6 +1,6 @@
 """Batch normalisation: higher learning rates, less sensitivity to init (Ioffe & Szegedy 2015).
 
-    python experiments/batch_norm.py --workdir=/tmp/exp/batch_norm [--variant=smoke|full]
+    python -m experiments.batch_norm --workdir=/tmp/exp/batch_norm [--variant=smoke|full]
 
 LeNet-5 with and without BN (after every conv and hidden dense layer) on
 CIFAR-10, trained at several learning rates (init scale 1) and at several
@@ -21,13 +21,9 @@ BN setting is one population. Writes:
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments.variants import subset_train  # noqa: E402
+from experiments import common
+from experiments.variants import subset_train
 
 LABELS = {False: "no BN", True: "BN"}
 # Measured on a 2-core CPU: mapping LeNet members one at a time beats vmap (grouped convolutions).
@@ -71,12 +67,8 @@ def _row(bn: bool, key: str, value: float, records, exp) -> dict:
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.batch_norm import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = subset_train(common.load(config), exp.small_train_examples, config.data.preprocess)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = subset_train(dataset, exp.small_train_examples, config.data.preprocess)
     grid = [(lr, 1.0) for lr in exp.learning_rates]
     grid += [(exp.scale_learning_rate, s) for s in exp.init_scales if (exp.scale_learning_rate, s) not in grid]
     members = [

@@ -1,6 +1,6 @@
 """Coarse-to-fine search of learning rate and L2 in log space (cs231n lecture 6).
 
-    python experiments/coarse_to_fine.py --workdir=/tmp/exp/coarse_to_fine [--variant=smoke|full]
+    python -m experiments.coarse_to_fine --workdir=/tmp/exp/coarse_to_fine [--variant=smoke|full]
 
 Runs `cnnjax.tuning.sweep.run_sweep` with strategy `coarse_to_fine` (config:
 `experiments/configs/coarse_to_fine.py`) into `DIR/sweep` (its results.csv/json,
@@ -22,11 +22,8 @@ import math
 import os
 import shutil
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 LR = "optimizer.learning_rate"
 L2 = "loss.l2"

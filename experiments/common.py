@@ -1,6 +1,6 @@
 """What the experiment scripts share: flags, the CIFAR-10 subset, tables, plots.
 
-Every experiment is `python experiments/<name>.py --workdir=DIR [--variant=smoke|full]`
+Every experiment is `python -m experiments.<name> --workdir=DIR [--variant=smoke|full]`
 and writes into DIR at least `table.csv`, `table.md` and one PNG plot. The
 `smoke` variant runs in under a minute on a 2-core CPU (the test suite runs
 it); `full` is the size a GPU/TPU user runs. Image experiments at smoke size
@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from experiments.configs.base import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_NAME = "cifar10-train-jpg.tar.gz"
@@ -48,7 +50,6 @@ def find_cifar_archive() -> Path:
 
 
 CIFAR_ARCHIVE = find_cifar_archive()
-VARIANTS = ("smoke", "full")
 
 
 def check_variant(variant: str) -> str:
@@ -108,6 +109,20 @@ def load(config):
     return _LOADED[key]
 
 
+def prepare(get_config: Callable[[str], Any], variant: str, data_path: str | None = None):
+    """The image experiments' prologue: `variant`'s config, its data pointed at CIFAR-10, loaded once.
+
+    The smoke subset sizes are `config.experiment.train_examples` and
+    `eval_examples`. Returns `(config, config.experiment, dataset)`.
+    """
+    check_variant(variant)
+    config = get_config(variant)
+    exp = config.experiment
+    cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
+               eval_examples=exp.eval_examples)
+    return config, exp, load(config)
+
+
 # -- tables --------------------------------------------------------------------
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
@@ -137,17 +152,23 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def write_table(workdir: str, rows: Sequence[dict[str, Any]], name: str = "table",
                 columns: Sequence[str] | None = None, title: str | None = None) -> tuple[str, str]:
-    """Writes `DIR/<name>.csv` (full precision) and `DIR/<name>.md`; returns both paths."""
+    """Writes `DIR/<name>.csv` (full precision) and `DIR/<name>.md`; returns both paths.
+
+    Each file is written to a temporary name and renamed, so a run killed
+    mid-write leaves the previous table whole.
+    """
+    from cnnjax.training.writers import atomic_write
+
     os.makedirs(workdir, exist_ok=True)
     columns = list(columns or _columns(rows))
     csv_path = os.path.join(workdir, f"{name}.csv")
-    with open(csv_path, "w", newline="") as f:
+    with atomic_write(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({c: row.get(c, "") for c in columns})
     md_path = os.path.join(workdir, f"{name}.md")
-    with open(md_path, "w") as f:
+    with atomic_write(md_path) as f:
         if title:
             f.write(f"### {title}\n\n")
         f.write(markdown_table(rows, columns))
@@ -171,9 +192,13 @@ def pyplot():
 
 
 def save_figure(fig, workdir: str, name: str) -> str:
+    """Saves `fig` as `DIR/<name>.png` (temporary name, then renamed) and closes it."""
+    from cnnjax.training.writers import atomic_write
+
     path = os.path.join(workdir, name if name.endswith(".png") else f"{name}.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     pyplot().close(fig)
     return path
 

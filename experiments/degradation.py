@@ -1,6 +1,6 @@
 """The degradation problem: deeper plain nets train worse, deeper ResNets better (He et al. 2016, Fig. 6).
 
-    python experiments/degradation.py --workdir=/tmp/exp/degradation [--variant=smoke|full]
+    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=smoke|full]
 
 Trains a shallow and a deep plain net and the ResNets of the same depths (CIFAR
 ResNets of section 4.2; `plain=True` drops the shortcuts, nothing else changes, so
@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 # Smoothing window (logging windows) for the plotted curves; the table uses raw values.
 SMOOTH = 3
@@ -79,12 +75,8 @@ def _smooth(values, window: int):
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.degradation import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = downsample(common.load(config), exp.downsample, config.data.preprocess)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = downsample(dataset, exp.downsample, config.data.preprocess)
     shallow, deep = exp.depths
     models = [(plain, depth) for plain in (True, False) for depth in (shallow, deep)]
     members = [

@@ -1,6 +1,6 @@
 """Activation statistics of a deep net at initialisation (cs231n lecture 5).
 
-    python experiments/init_activations.py --workdir=/tmp/exp/init_activations [--variant=smoke|full]
+    python -m experiments.init_activations --workdir=/tmp/exp/init_activations [--variant=smoke|full]
 
 Ten fully connected layers of 500 units (no biases) see a batch of unit
 Gaussian input; for each init scheme the post-activation mean and
@@ -22,12 +22,7 @@ scale = std, `xavier_normal`, `he_normal`). `full` only uses a bigger batch.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 LAYERS = 10
 WIDTH = 500

@@ -1,6 +1,6 @@
 """Constant, step, exponential and cosine learning-rate schedules, each with and without linear warmup.
 
-    python experiments/lr_schedules.py --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
+    python -m experiments.lr_schedules --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
 
 Same model (LeNet-5), data (CIFAR-10), optimiser (SGD + momentum 0.9), peak
 learning rate and budget for all 8 runs; only lr(t) differs (definitions in
@@ -16,12 +16,8 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 
 def schedule_members(schedules, warmup_epochs: float, seeds: int, base_seed: int = 0) -> list[dict]:
@@ -33,10 +29,10 @@ def schedule_members(schedules, warmup_epochs: float, seeds: int, base_seed: int
 def lr_curves(config, members, steps_per_epoch: int, total_steps: int) -> dict[tuple[str, float], list[float]]:
     """{(schedule, warmup epochs): lr at steps 0..total_steps-1}, from the library's `make_lr_scale`."""
     from cnnjax.tuning.population import member_config
-    from experiments.mixed_population import _schedule_key, schedule_table
+    from experiments.mixed_population import schedule_key, schedule_table
 
     runs = list(dict.fromkeys((m["schedule.name"], m["schedule.warmup_epochs"]) for m in members))
-    keys = [_schedule_key(member_config(config, {"schedule.name": n, "schedule.warmup_epochs": w})) for n, w in runs]
+    keys = [schedule_key(member_config(config, {"schedule.name": n, "schedule.warmup_epochs": w})) for n, w in runs]
     table = schedule_table(keys, steps_per_epoch, total_steps)
     peak = float(config.optimizer.learning_rate)
     return {run: [peak * float(v) for v in row] for run, row in zip(runs, table)}
@@ -57,15 +53,10 @@ def _row(name, warmup, records, lr_curve) -> dict:
 
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     """Writes table.csv/md, metrics.jsonl and lr_schedules.png; returns rows, lr curves, loss curves, records."""
-    common.check_variant(variant)
     from experiments.configs.lr_schedules import SCHEDULES, get_config
     from experiments.mixed_population import train_mixed
 
-    config = get_config(variant)
-    exp = config.experiment
-    sizes = {} if variant == "full" else {"train_examples": exp.train_examples, "eval_examples": exp.eval_examples}
-    common.cifar_data(config, variant, data_path=data_path, **sizes)
-    dataset = common.load(config)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
     members = schedule_members(SCHEDULES, exp.warmup_epochs, exp.seeds, config.seed)
     os.makedirs(workdir, exist_ok=True)
     metrics = os.path.join(workdir, "metrics.jsonl")

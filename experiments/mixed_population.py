@@ -86,13 +86,14 @@ def _optimizer_key(cfg) -> tuple:
     return opt.name, own, float(opt.get("weight_decay", 0.0)), float(opt.get("grad_clip_norm", 0.0))
 
 
-def _schedule_key(cfg) -> tuple:
+def schedule_key(cfg) -> tuple:
+    """The schedule settings of a member config; members with equal keys share a row of `schedule_table`."""
     sched = cfg.schedule
     return tuple((k, tuple(sched.get(k)) if k == "boundaries_epochs" else sched.get(k)) for k in SCHEDULE_KEYS)
 
 
 def schedule_table(keys: list[tuple], steps_per_epoch: int, total_steps: int):
-    """[len(keys), total_steps] lr scales: row i is schedule `keys[i]` (see `_schedule_key`) at each step."""
+    """[len(keys), total_steps] lr scales: row i is schedule `keys[i]` (see `schedule_key`) at each step."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -162,7 +163,7 @@ def train_mixed(config, members: list[dict[str, Any]], *, dataset, plan: str = "
     total_steps = steps_per_epoch * config.num_epochs
 
     opt_keys = list(dict.fromkeys(_optimizer_key(c) for c in cfgs))
-    sched_keys = list(dict.fromkeys(_schedule_key(c) for c in cfgs))
+    sched_keys = list(dict.fromkeys(schedule_key(c) for c in cfgs))
     txs = [make_optimizer(name, learning_rate=1.0, lr_scale=None, weight_decay=wd, grad_clip_norm=clip, **dict(own))
            for name, own, wd, clip in opt_keys]
     tx = mixed_optimizer(txs, schedule_table(sched_keys, steps_per_epoch, total_steps))
@@ -180,7 +181,7 @@ def train_mixed(config, members: list[dict[str, Any]], *, dataset, plan: str = "
     lrs = jnp.asarray([float(c.optimizer.learning_rate) for c in cfgs], jnp.float32)
     opt = state.opt_state._replace(
         choice=jnp.asarray([opt_keys.index(_optimizer_key(c)) for c in cfgs], jnp.int32),
-        schedule=jnp.asarray([sched_keys.index(_schedule_key(c)) for c in cfgs], jnp.int32),
+        schedule=jnp.asarray([sched_keys.index(schedule_key(c)) for c in cfgs], jnp.int32),
         # One copy per optimiser state: the step donates the state, and a buffer cannot be donated twice.
         inner=tuple(set_hyperparams(s, {"learning_rate": jnp.array(lrs)}) for s in state.opt_state.inner),
     )

@@ -1,6 +1,6 @@
 """SGD, momentum, Nesterov, AdaGrad, AdaDelta, RMSprop and Adam, each at its own tuned learning rate.
 
-    python experiments/optimizers.py --workdir=/tmp/exp/optimizers [--variant=smoke|full]
+    python -m experiments.optimizers --workdir=/tmp/exp/optimizers [--variant=smoke|full]
 
 Same model (LeNet-5), data (CIFAR-10), batch size, epochs and constant
 learning rate for all; only the update rule differs. Stage 1 trains every
@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 TRAINERS = ("mixed", "library")
 
@@ -106,15 +102,10 @@ def _summary(name, grid_records, winner, runs, lrs) -> dict:
 
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     """Writes table.csv/md, grid.csv/md and optimizers.png; returns the rows, grids and loss curves."""
-    common.check_variant(variant)
     from experiments.configs.optimizers import OPTIMIZERS, get_config
 
-    config = get_config(variant)
-    exp = config.experiment
-    sizes = {} if variant == "full" else {"train_examples": exp.train_examples, "eval_examples": exp.eval_examples}
-    common.cifar_data(config, variant, data_path=data_path, **sizes)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
     grids = {name: tuple(float(lr) for lr in exp.grids[name]) for name in OPTIMIZERS}
-    dataset = common.load(config)
     stage1 = tune(config, dataset, grids)
     winners = {name: pick_best(recs) for name, recs in stage1.items()}
     tuned = {name: w.values["optimizer.learning_rate"] for name, w in winners.items()}

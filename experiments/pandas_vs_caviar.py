@@ -1,6 +1,6 @@
 """Pandas vs caviar: babysit one model, or train many in parallel (cs231n lecture 7).
 
-    python experiments/pandas_vs_caviar.py --workdir=/tmp/exp/pandas_vs_caviar [--variant=smoke|full]
+    python -m experiments.pandas_vs_caviar --workdir=/tmp/exp/pandas_vs_caviar [--variant=smoke|full]
 
 Both search the learning rate of the same job (config:
 `experiments/configs/pandas_vs_caviar.py`). The data are loaded and the
@@ -33,13 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 LR = "optimizer.learning_rate"
 FACTOR = 4.0  # pandas' first step factor

@@ -1,6 +1,6 @@
 """Max vs average vs stochastic pooling (Zeiler & Fergus 2013).
 
-    python experiments/pooling.py --workdir=/tmp/exp/pooling [--variant=smoke|full]
+    python -m experiments.pooling --workdir=/tmp/exp/pooling [--variant=smoke|full]
 
 LeNet-5 on CIFAR-10 with each pooling kind in both pooling layers (recipe in
 `experiments/configs/lenet_cifar.py`). Stochastic pooling samples one activation
@@ -12,31 +12,20 @@ and `pooling.png` (bars).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments import variants as variants_lib  # noqa: E402
+from experiments import common
+from experiments import variants as variants_lib
 
 
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.pooling import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = common.load(config)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
     runs = variants_lib.train(config, {p: {"model.pooling": p} for p in exp.poolings}, exp.seeds, dataset=dataset)
     rows = [variants_lib.summary_row(label, records) for label, records in runs.items()]
-    what = (f"{variant}: LeNet-5, CIFAR-10 ({dataset.train.num_examples} training images), "
+    what = (f"LeNet-5, CIFAR-10 ({dataset.train.num_examples} training images), "
             f"{rows[0]['steps']} steps, {len(exp.seeds)} seed(s)")
-    common.write_table(workdir, rows, title=what)
-    variants_lib.bar_plot(workdir, rows, "pooling", f"Pooling in LeNet-5 ({what.split(': ', 1)[1]})")
-    return {"rows": {r["variant"]: r for r in rows}, "records": runs}
+    return variants_lib.report(workdir, rows, runs, variant=variant, what=what, name="pooling",
+                               heading="Pooling in LeNet-5")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Input preprocessing: none vs channel mean vs mean image vs standardise (cs231n notes).
 
-    python experiments/preprocessing.py --workdir=/tmp/exp/preprocessing [--variant=smoke|full]
+    python -m experiments.preprocessing --workdir=/tmp/exp/preprocessing [--variant=smoke|full]
 
 LeNet-5 on CIFAR-10 (recipe in `experiments/configs/lenet_cifar.py`) with each
 `data.preprocess` choice. The images are read once; each choice's statistics
@@ -13,13 +13,9 @@ what `load_dataset` computes for that choice. Each choice is its own population
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments import variants as variants_lib  # noqa: E402
+from experiments import common
+from experiments import variants as variants_lib
 
 
 def with_preprocess(dataset, method: str):
@@ -41,23 +37,17 @@ def input_stats(dataset) -> dict[str, float]:
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.preprocessing import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    base = common.load(config)
+    config, exp, base = common.prepare(get_config, variant, data_path)
     rows, runs = [], {}
     for method in exp.preprocess:
         dataset = with_preprocess(base, method)
         config.data.preprocess = method  # recorded with the run; the statistics are in `dataset`
         runs[method] = variants_lib.train(config, {method: {}}, exp.seeds, dataset=dataset)[method]
         rows.append(variants_lib.summary_row(method, runs[method], **input_stats(dataset)))
-    what = (f"{variant}: LeNet-5, CIFAR-10 ({base.train.num_examples} training images), "
+    what = (f"LeNet-5, CIFAR-10 ({base.train.num_examples} training images), "
             f"{rows[0]['steps']} steps, {len(exp.seeds)} seed(s)")
-    common.write_table(workdir, rows, title=what)
-    variants_lib.bar_plot(workdir, rows, "preprocessing", f"Preprocessing ({what.split(': ', 1)[1]})")
-    return {"rows": {r["variant"]: r for r in rows}, "records": runs}
+    return variants_lib.report(workdir, rows, runs, variant=variant, what=what, name="preprocessing",
+                               heading="Preprocessing")
 
 
 if __name__ == "__main__":

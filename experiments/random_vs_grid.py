@@ -1,6 +1,6 @@
 """Random search beats grid search when one hyperparameter matters and one does not (Bergstra & Bengio 2012).
 
-    python experiments/random_vs_grid.py --workdir=/tmp/exp/random_vs_grid [--variant=smoke|full]
+    python -m experiments.random_vs_grid --workdir=/tmp/exp/random_vs_grid [--variant=smoke|full]
 
 The same budget of trials is spent two ways over (learning rate, weight decay)
 (the space in `experiments/configs/random_vs_grid.py`): a `k x k` grid, which
@@ -25,12 +25,8 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 LR = "optimizer.learning_rate"
 WD = "optimizer.weight_decay"

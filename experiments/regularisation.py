@@ -1,6 +1,6 @@
 """Regularisers on a small training set: none vs L1 vs L2 vs dropout vs batch norm.
 
-    python experiments/regularisation.py --workdir=/tmp/exp/regularisation [--variant=smoke|full]
+    python -m experiments.regularisation --workdir=/tmp/exp/regularisation [--variant=smoke|full]
 
 LeNet-5 on a few CIFAR-10 training images for many epochs (recipe in
 `experiments/configs/regularisation.py`), so the unregularised net overfits.
@@ -12,13 +12,8 @@ accuracy), the final and best val accuracy and the train - val GAP. Writes
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
-from experiments import variants as variants_lib  # noqa: E402
+from experiments import common
+from experiments import variants as variants_lib
 
 
 def regularisers(exp) -> dict[str, dict]:
@@ -34,22 +29,17 @@ def regularisers(exp) -> dict[str, dict]:
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.regularisation import get_config
 
-    common.check_variant(variant)
-    config = get_config(variant)
-    exp = config.experiment
-    common.cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
-                      eval_examples=exp.eval_examples)
-    dataset = variants_lib.subset_train(common.load(config), exp.small_train_examples, config.data.preprocess)
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = variants_lib.subset_train(dataset, exp.small_train_examples, config.data.preprocess)
     settings = regularisers(exp)
     runs = variants_lib.train(config, settings, exp.seeds, dataset=dataset)
     rows = [variants_lib.summary_row(label, records, setting=", ".join(f"{k}={v}" for k, v in settings[label].items())
                                      or "-") for label, records in runs.items()]
-    what = (f"{variant}: LeNet-5, {dataset.train.num_examples} CIFAR-10 training images, "
+    what = (f"LeNet-5, {dataset.train.num_examples} CIFAR-10 training images, "
             f"{rows[0]['steps']} steps, {len(exp.seeds)} seed(s)")
-    common.write_table(workdir, rows, title=what)
-    variants_lib.bar_plot(workdir, rows, "regularisation", f"Regularisers ({what.split(': ', 1)[1]})",
-                          metrics=(("train_accuracy", "train"), ("val_accuracy", "val"), ("gap", "gap")))
-    return {"rows": {r["variant"]: r for r in rows}, "records": runs}
+    return variants_lib.report(workdir, rows, runs, variant=variant, what=what, name="regularisation",
+                               heading="Regularisers",
+                               metrics=(("train_accuracy", "train"), ("val_accuracy", "val"), ("gap", "gap")))
 
 
 if __name__ == "__main__":

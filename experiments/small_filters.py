@@ -1,6 +1,6 @@
 """Stacks of 3x3 convolutions versus one large filter (Simonyan & Zisserman 2015, section 2.3).
 
-    python experiments/small_filters.py --workdir=/tmp/exp/small_filters [--variant=smoke|full]
+    python -m experiments.small_filters --workdir=/tmp/exp/small_filters [--variant=smoke|full]
 
 With C channels in and out and no biases, two 3x3 convs hold 2 * 9 C^2 = 18 C^2
 weights and see a 5x5 window (the same as one 5x5 conv, 25 C^2); three 3x3
@@ -20,12 +20,7 @@ compile instead of two keeps the smoke run inside the test suite's budget.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 # name -> kernel sizes of the stack
 STACKS = {"two_3x3": (3, 3), "one_5x5": (5,), "three_3x3": (3, 3, 3), "one_7x7": (7,)}

@@ -1,6 +1,6 @@
 """TPE in population batches against random search, same trials and epochs.
 
-    python experiments/tpe_vs_random.py --workdir=/tmp/exp/tpe_vs_random [--variant=smoke|full]
+    python -m experiments.tpe_vs_random --workdir=/tmp/exp/tpe_vs_random [--variant=smoke|full]
 
 Each search spends `rounds x population_size` trials over learning rate,
 weight decay and momentum (`experiments/configs/tpe_vs_random.py`). Random
@@ -23,13 +23,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 SEEDS = {"smoke": 2, "full": 3}
 

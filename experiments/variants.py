@@ -95,3 +95,13 @@ def bar_plot(workdir: str, rows, name: str, title: str,
     ax.axhline(10, color="grey", ls=":", lw=1)  # chance on 10 classes
     ax.legend(fontsize=8)
     return common.save_figure(fig, workdir, name)
+
+
+def report(workdir: str, rows, runs, *, variant: str, what: str, name: str, heading: str, **plot) -> dict:
+    """Writes the table (titled `variant: what`) and the bar plot `name`.png of a variants experiment.
+
+    Returns its rows by variant and the training records.
+    """
+    common.write_table(workdir, rows, title=f"{variant}: {what}")
+    bar_plot(workdir, rows, name, f"{heading} ({what})", **plot)
+    return {"rows": {r["variant"]: r for r in rows}, "records": runs}

@@ -1,6 +1,6 @@
 """Constant initialisation never breaks the symmetry between hidden units (cs231n lecture 5).
 
-    python experiments/zero_init.py --workdir=/tmp/exp/zero_init [--variant=smoke|full]
+    python -m experiments.zero_init --workdir=/tmp/exp/zero_init [--variant=smoke|full]
 
 The registry's `mlp` (two hidden ReLU layers of 32 units) is trained with plain
 SGD on the real 8x8 handwritten digits (scikit-learn's `load_digits`,
@@ -26,12 +26,9 @@ shows the norm of every first-layer unit's weight vector along training.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import common  # noqa: E402
+from experiments import common
 
 WIDTH = 32
 DEPTH = 2

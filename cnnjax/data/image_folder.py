@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from cnnjax.data.archive import ImageFiles
 from cnnjax.data.errors import DataError
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_split, stratified_subset
 
+IMAGE_FOLDER = "image_folder"  # the data.name of image folders (in memory or streamed)
 SPLIT_ALIASES = {
     "train": "train",
     "validation": "validation",
@@ -41,93 +41,21 @@ SPLIT_ALIASES = {
     "valid": "validation",
     "test": "test",
 }
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})  # PIL modes decoded to one channel
 _LAYOUT = "root/<split>/<class>/<image> with split in train, validation (val), test"
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 BAD_IMAGE_CHOICES = ("error", "skip")
-# What a damaged archive raises while it is read: a truncated gzip stream
-# (EOFError, zlib.error) or tar structure (TarError), or the OS (OSError).
-_ARCHIVE_ERRORS = (EOFError, zlib.error, tarfile.TarError, OSError)
 
 
-def _archive_error(path: Path, err: Exception) -> DataError:
-    return DataError(
-        f"Archive {str(path)!r} (data.path) is truncated or corrupt ({type(err).__name__}: {err}); "
-        "re-create or re-download it (`tar tzf` lists it to the end when it is whole)."
-    )
+def check_bad_images(choice: str) -> str:
+    """``choice`` when it is a valid ``data.bad_images`` (in memory or streamed), else a DataError."""
+    if choice not in BAD_IMAGE_CHOICES:
+        raise DataError(f"data.bad_images={choice!r} is unknown; valid choices: {', '.join(BAD_IMAGE_CHOICES)}.")
+    return choice
 
 
-def _is_tarball(path: Path) -> bool:
-    return path.is_file() and tarfile.is_tarfile(path)
-
-
-def _is_candidate(relpath: str) -> bool:
-    parts = relpath.split("/")
-    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
-    return not hidden and os.path.splitext(parts[-1])[1].lower() in IMAGE_EXTENSIONS
-
-
-def _strip_dot_slash(name: str) -> str:
-    # Archives made with `tar -C dir .` name members "./split/class/x.png".
-    while name.startswith("./"):
-        name = name[2:]
-    return name
-
-
-class _Reader:
-    """Lists image files of a directory or tarball and reads their bytes."""
-
-    def __init__(self, path: Path):
-        self._path = path
-        self._tar: tarfile.TarFile | None = None
-        if path.is_dir():
-            self.files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-            self._members = {}
-        elif _is_tarball(path):
-            try:
-                self._tar = tarfile.open(path, "r:*")
-                members = [m for m in self._tar.getmembers() if m.isfile()]
-            except _ARCHIVE_ERRORS as err:
-                raise _archive_error(path, err) from None
-            self._members = {_strip_dot_slash(m.name): m for m in members}
-            self.files = sorted(self._members)
-        else:
-            raise DataError(
-                f"Image folder path {str(path)!r} (data.path) is neither a directory nor a tar archive "
-                "(.tar, .tar.gz, .tgz)."
-            )
-        self.files = [f for f in self.files if _is_candidate(f)]
-
-    def read(self, relpaths: Sequence[str]) -> list[bytes]:
-        """Returns the bytes of each file, in the order given."""
-        if self._tar is None:
-            try:
-                return [(self._path / p).read_bytes() for p in relpaths]
-            except OSError as err:
-                raise DataError(f"Cannot read image file {err.filename!r}: {err.strerror}.") from None
-        try:
-            return self._read_members(relpaths)
-        except _ARCHIVE_ERRORS as err:
-            raise _archive_error(self._path, err) from None
-
-    def _read_members(self, relpaths: Sequence[str]) -> list[bytes]:
-        # A compressed tarball only streams forwards cheaply: read members in
-        # archive order so the decompressor never has to restart.
-        order = sorted(range(len(relpaths)), key=lambda i: self._members[relpaths[i]].offset_data)
-        data: list[bytes] = [b""] * len(relpaths)
-        for i in order:
-            extracted = self._tar.extractfile(self._members[relpaths[i]])
-            data[i] = extracted.read() if extracted else b""
-        return data
-
-    def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-
-
-def _index(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]]:
+def index_splits(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]]:
     """Groups files as split -> [(relpath, class_name)] at the detected layout root."""
     candidates = []
     for relpath in files:
@@ -156,12 +84,12 @@ def _index(files: Sequence[str], source: str) -> dict[str, list[tuple[str, str]]
     return grouped
 
 
-def _decode(data: bytes, name: str) -> np.ndarray | None:
+def decode_image(data: bytes, name: str) -> np.ndarray | None:
     """Decodes one image to uint8 (H, W, 1) or (H, W, 3); None when it cannot be decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             mode = image.mode
-            image = image.convert("L" if mode in _GRAY_MODES else "RGB")
+            image = image.convert("L" if mode in GRAY_MODES else "RGB")
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
@@ -177,7 +105,7 @@ def bad_image_error(name: str, source: str) -> DataError:
     )
 
 
-def _stack(images: list[np.ndarray], names: list[str], shape: tuple[int, int, int], ref: str) -> np.ndarray:
+def stack_images(images: list[np.ndarray], names: list[str], shape: tuple[int, int, int], ref: str) -> np.ndarray:
     """Stacks decoded images into (N, *shape), converting grayscale to RGB if needed."""
     for image, name in zip(images, names):
         if image.shape[:2] != shape[:2]:
@@ -215,7 +143,7 @@ def select_image_files(
     the in-memory loader and the streaming input see the same splits.
 
     Args:
-      files: Relative paths of the candidate image files (``_Reader.files``).
+      files: Relative paths of the candidate image files (``ImageFiles.files``).
       source: The folder or archive, for error messages.
       validation_fraction, test_fraction, max_examples, max_per_class, seed:
         As in :func:`load_image_folder`.
@@ -225,7 +153,7 @@ def select_image_files(
       relative paths (source order), ``labels`` to int32 class indices.
     """
     limits = _split_limits(max_examples)
-    grouped = _index(files, source)
+    grouped = index_splits(files, source)
     if "train" not in grouped:
         raise DataError(f"No 'train' split found in {source!r}; expected {_LAYOUT}.")
     class_names = tuple(sorted({c for items in grouped.values() for _, c in items}))
@@ -290,15 +218,14 @@ def load_image_folder(
         the expected layout, no train split, an undecodable image (with
         ``bad_images='error'``) or images of different sizes.
     """
-    if bad_images not in BAD_IMAGE_CHOICES:
-        raise DataError(f"data.bad_images={bad_images!r} is unknown; valid choices: {', '.join(BAD_IMAGE_CHOICES)}.")
+    check_bad_images(bad_images)
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(
             f"Image folder path {str(root)!r} (data.path) does not exist; it must be a directory or a tar "
             f"archive laid out as {_LAYOUT}."
         )
-    reader = _Reader(root)
+    reader = ImageFiles(root)
     try:
         names, labels, class_names = select_image_files(
             reader.files,
@@ -313,7 +240,7 @@ def load_image_folder(
         blobs = iter(reader.read([name for split in SPLIT_NAMES for name in names[split]]))
         selected: dict[str, tuple[list[np.ndarray], list[str], np.ndarray]] = {}
         for split in SPLIT_NAMES:
-            decoded = [_decode(next(blobs), name) for name in names[split]]
+            decoded = [decode_image(next(blobs), name) for name in names[split]]
             bad = [name for name, image in zip(names[split], decoded) if image is None]
             if bad and bad_images == "error":
                 raise bad_image_error(bad[0], str(root))
@@ -331,7 +258,7 @@ def load_image_folder(
     channels = max(x.shape[2] for decoded, _, _ in selected.values() for x in decoded)
     shape = (first.shape[0], first.shape[1], channels)
     arrays: Arrays = {
-        split: (_stack(decoded, names, shape, ref), split_labels)
+        split: (stack_images(decoded, names, shape, ref), split_labels)
         for split, (decoded, names, split_labels) in selected.items()
     }
     return arrays, class_names

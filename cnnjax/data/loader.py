@@ -35,12 +35,10 @@ import numpy as np
 from absl import logging
 
 from cnnjax.data.errors import DataError
-from cnnjax.data.image_folder import load_image_folder
+from cnnjax.data.image_folder import IMAGE_FOLDER, load_image_folder
 from cnnjax.data.preprocess import compute_preprocess_stats
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
 from cnnjax.data.tfds_loader import NAMED_DATASETS, OFFLINE_DATASETS, load_tfds
-
-IMAGE_FOLDER = "image_folder"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -106,7 +104,7 @@ def list_datasets() -> tuple[str, ...]:
     return (*OFFLINE_DATASETS, *NAMED_DATASETS, IMAGE_FOLDER)
 
 
-def _get(config: Any, key: str, default: Any = None) -> Any:
+def config_value(config: Any, key: str, default: Any = None) -> Any:
     """Reads an optional config key; missing and None both mean the default."""
     value = getattr(config, key, None)
     return default if value is None else value
@@ -135,25 +133,25 @@ def load_dataset(data_config: Any) -> Dataset:
       DataError: The data cannot be used (missing path, damaged archive,
         undecodable image, bad split string); the message names the culprit.
     """
-    name = _get(data_config, "name", None)
+    name = config_value(data_config, "name", None)
     if not name:
         raise DataError(f"data.name is required; documented choices: {', '.join(list_datasets())}.")
-    max_train = _get(data_config, "max_train_examples", None)
-    max_eval = _get(data_config, "max_eval_examples", None)
+    max_train = config_value(data_config, "max_train_examples", None)
+    max_eval = config_value(data_config, "max_eval_examples", None)
     limits = {"train": max_train, "validation": max_eval, "test": max_eval}
     skipped: list[str] = []
 
     if name == IMAGE_FOLDER:
-        path = _get(data_config, "path", None)
+        path = config_value(data_config, "path", None)
         if not path:
             raise DataError("data.path (an image folder or tarball) is required when data.name='image_folder'.")
         arrays, class_names = load_image_folder(
             path,
-            validation_fraction=_get(data_config, "validation_fraction", 0.1),
-            test_fraction=_get(data_config, "test_fraction", 0.1),
+            validation_fraction=config_value(data_config, "validation_fraction", 0.1),
+            test_fraction=config_value(data_config, "test_fraction", 0.1),
             # Subset before decoding: images outside the subset are never read.
             max_examples=limits,
-            bad_images=_get(data_config, "bad_images", "error"),
+            bad_images=config_value(data_config, "bad_images", "error"),
             skipped=skipped,
         )
         if skipped:
@@ -162,17 +160,17 @@ def load_dataset(data_config: Any) -> Dataset:
                 len(skipped), path, ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "",
             )
     else:
-        overrides = {split: _get(data_config, f"{split}_split", None) for split in SPLIT_NAMES}
+        overrides = {split: config_value(data_config, f"{split}_split", None) for split in SPLIT_NAMES}
         arrays, info = load_tfds(
             name,
-            data_dir=_get(data_config, "data_dir") or None,
-            download=bool(_get(data_config, "download", False)),
+            data_dir=config_value(data_config, "data_dir") or None,
+            download=bool(config_value(data_config, "download", False)),
             splits=overrides,
         )
         class_names = info.class_names
 
     splits = {split: _subset(*arrays[split], limits[split]) for split in SPLIT_NAMES}
-    mean, std = compute_preprocess_stats(splits["train"].images, _get(data_config, "preprocess", "none"))
+    mean, std = compute_preprocess_stats(splits["train"].images, config_value(data_config, "preprocess", "none"))
     return Dataset(
         name=name,
         num_classes=len(class_names),

@@ -16,64 +16,61 @@ from typing import Any
 import numpy as np
 
 from cnnjax.data import image_folder, tfds_loader
-from cnnjax.data.loader import IMAGE_FOLDER, Split
+from cnnjax.data.archive import ImageFiles
+from cnnjax.data.image_folder import IMAGE_FOLDER
+from cnnjax.data.loader import Split, config_value
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    value = getattr(config, key, None)
-    return default if value is None else value
 
 
 def _folder_split(data_config: Any, split: str) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
     """(uint8 images, per-image class names, folder class names) of one folder split."""
-    root = Path(_get(data_config, "path", "")).expanduser()
+    root = Path(config_value(data_config, "path", "")).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"Image folder path {str(root)!r} does not exist.")
-    reader = image_folder._Reader(root)
+    reader = ImageFiles(root)
     try:
-        grouped = image_folder._index(reader.files, str(root))
+        grouped = image_folder.index_splits(reader.files, str(root))
         if "train" in grouped:
             names, labels, class_names = image_folder.select_image_files(
                 reader.files, str(root),
-                validation_fraction=_get(data_config, "validation_fraction", 0.1),
-                test_fraction=_get(data_config, "test_fraction", 0.1),
-                max_examples={split: _get(data_config, "max_eval_examples")},
+                validation_fraction=config_value(data_config, "validation_fraction", 0.1),
+                test_fraction=config_value(data_config, "test_fraction", 0.1),
+                max_examples={split: config_value(data_config, "max_eval_examples")},
             )
             files, classes = names[split], [class_names[i] for i in labels[split]]
         elif split in grouped:
             class_names = tuple(sorted({c for _, c in grouped[split]}))
             index = {c: i for i, c in enumerate(class_names)}
             labels = np.array([index[c] for _, c in grouped[split]], np.int32)
-            keep = stratified_subset(labels, _get(data_config, "max_eval_examples"), seed=DEFAULT_SEED)
+            keep = stratified_subset(labels, config_value(data_config, "max_eval_examples"), seed=DEFAULT_SEED)
             files = [grouped[split][i][0] for i in keep]
             classes = [grouped[split][i][1] for i in keep]
         else:
             raise ValueError(f"No {split!r} split in {str(root)!r}; it has: {', '.join(sorted(grouped))}.")
-        decoded = [image_folder._decode(data, name) for data, name in zip(reader.read(files), files)]
+        decoded = [image_folder.decode_image(data, name) for data, name in zip(reader.read(files), files)]
     finally:
         reader.close()
     if not decoded:
         raise ValueError(f"No images in the {split!r} split of {str(root)!r}.")
     channels = max(x.shape[2] for x in decoded)
     shape = (*decoded[0].shape[:2], channels)
-    return image_folder._stack(decoded, files, shape, files[0]), classes, class_names
+    return image_folder.stack_images(decoded, files, shape, files[0]), classes, class_names
 
 
 def _tfds_split(data_config: Any, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    tfds = tfds_loader._import_tfds()
+    tfds = tfds_loader.import_tfds()
     name = data_config.name
-    builder = tfds_loader._get_builder(
-        tfds, name, _get(data_config, "data_dir") or None, bool(_get(data_config, "download", False))
+    builder = tfds_loader.get_builder(
+        tfds, name, config_value(data_config, "data_dir") or None, bool(config_value(data_config, "download", False))
     )
-    split_string = _get(data_config, f"{split}_split") or tfds_loader.default_splits(
+    split_string = config_value(data_config, f"{split}_split") or tfds_loader.default_splits(
         name, available=tuple(builder.info.splits))[split]
-    image_key, label_key = tfds_loader._supervised_keys(builder.info)
+    image_key, label_key = tfds_loader.supervised_keys(builder.info)
     example = tfds.as_numpy(builder.as_dataset(split=split_string, batch_size=-1))
     images, labels = example[image_key], example[label_key].astype(np.int32)
     if images.dtype != np.uint8:
         raise ValueError(f"{name!r} split {split_string!r} has {images.dtype} images; expected uint8.")
-    keep = stratified_subset(labels, _get(data_config, "max_eval_examples"), seed=DEFAULT_SEED)
+    keep = stratified_subset(labels, config_value(data_config, "max_eval_examples"), seed=DEFAULT_SEED)
     class_names = tuple(str(n) for n in builder.info.features[label_key].names)
     return images[keep], labels[keep], class_names
 

@@ -86,7 +86,7 @@ def default_splits(name: str, available: Collection[str] = ("train", "test")) ->
     return {"train": train, "validation": validation, "test": test}
 
 
-def _import_tfds():
+def import_tfds():
     """Imports TFDS, keeping TensorFlow quiet and off any GPU (JAX owns it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow as tf
@@ -109,7 +109,7 @@ def _not_prepared_message(name: str, data_dir: str) -> str:
     )
 
 
-def _supervised_keys(info) -> tuple[str, str]:
+def supervised_keys(info) -> tuple[str, str]:
     """Returns (image key, label key), checking the images have one fixed shape."""
     image_key, label_key = info.supervised_keys or ("image", "label")
     image_shape = getattr(info.features[image_key], "shape", ())
@@ -122,7 +122,7 @@ def _supervised_keys(info) -> tuple[str, str]:
     return image_key, label_key
 
 
-def _get_builder(tfds, name: str, data_dir: str | None, download: bool, check_features=_supervised_keys):
+def get_builder(tfds, name: str, data_dir: str | None, download: bool, check_features=supervised_keys):
     """Returns a prepared builder, preparing it when allowed.
 
     ``check_features(info)`` runs before any download, so an unusable set is
@@ -177,8 +177,8 @@ def load_tfds(
       DatasetNotPreparedError: A named dataset is missing and download is off.
       ValueError: The name is unknown or the images are not fixed-size.
     """
-    tfds = _import_tfds()
-    builder = _get_builder(tfds, name, data_dir, download)
+    tfds = import_tfds()
+    builder = get_builder(tfds, name, data_dir, download)
     split_strings = default_splits(name, available=tuple(builder.info.splits))
     for split, override in (splits or {}).items():
         if split not in SPLIT_NAMES:
@@ -186,7 +186,7 @@ def load_tfds(
         if override is not None:
             split_strings[split] = override
 
-    image_key, label_key = _supervised_keys(builder.info)
+    image_key, label_key = supervised_keys(builder.info)
     arrays: Arrays = {}
     for split, split_string in split_strings.items():
         try:

@@ -70,20 +70,6 @@ _NOMINAL_DEPTH: dict[str, int] = {
 }
 
 
-def register(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Adds a model factory (a Module class or a partial of one) under `name`."""
-    if name in _REGISTRY:
-        raise ValueError(f"Model {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def unregister(name: str) -> None:
-    """Removes a model added with `register` (an experiment that registers a model for one run)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Model {name!r} is not registered")
-    del _REGISTRY[name]
-
-
 def list_models() -> list[str]:
     """Names accepted by `get_model`, sorted."""
     return sorted(_REGISTRY)

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnnjax.models import cpu_conv, cpu_pool
-from cnnjax.models.cpu_conv import CONV_IMPL_CHOICES  # noqa: F401 - configs name the choices here
+from cnnjax.kernels import conv as conv_kernels
+from cnnjax.kernels import pool as pool_kernels
+from cnnjax.kernels.conv import CONV_IMPL_CHOICES  # noqa: F401 - configs name the choices here
 
 Initializer = Callable[..., jax.Array]
 
@@ -164,7 +165,7 @@ def max_pool(x: jax.Array, window: int, stride: int | None = None, padding: Any 
         raise ValueError("max_pool impl 'tiles' needs stride == window, VALID padding and NHWC input")
     out_h, out_w = x.shape[1] // window, x.shape[2] // window
     # VALID drops the last rows/columns that do not fill a window; their gradient is zero.
-    return cpu_pool.max_pool_tiles(x[:, : out_h * window, : out_w * window], window)
+    return pool_kernels.max_pool_tiles(x[:, : out_h * window, : out_w * window], window)
 
 
 
@@ -355,8 +356,8 @@ class Conv(nn.Module):
 
     `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), `banded`
     (row segments times a banded matrix made from the kernel,
-    `cpu_conv.banded_conv`; a strided or grouped convolution falls back to
-    im2col or xla), or `auto` (`cpu_conv.resolve_conv_impl`: on CPU `banded`
+    `cnnjax.kernels.conv.banded_conv`; a strided or grouped convolution falls back to
+    im2col or xla), or `auto` (`cnnjax.kernels.conv.resolve_conv_impl`: on CPU `banded`
     where it applies, else `im2col`; `xla` on accelerators). Parameters and results are the same either
     way, so the choice is purely about speed.
     """
@@ -377,11 +378,11 @@ class Conv(nn.Module):
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.feature_group_count, self.features))
         strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
-        impl = cpu_conv.resolve_conv_impl(self.impl, x.shape, kernel.shape, strides, self.padding, self.feature_group_count)
+        impl = conv_kernels.resolve_conv_impl(self.impl, x.shape, kernel.shape, strides, self.padding, self.feature_group_count)
         if impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
-            y = cpu_conv.banded_conv(x, kernel.astype(x.dtype), self.padding)
+            y = conv_kernels.banded_conv(x, kernel.astype(x.dtype), self.padding)
         elif impl in ("im2col", "banded") and self.feature_group_count == 1:
-            y = cpu_conv.im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
+            y = conv_kernels.im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
         else:
             y = jax.lax.conv_general_dilated(
                 x, kernel.astype(x.dtype), strides, self.padding,

@@ -10,7 +10,7 @@ ResNet-20 has 269,722 parameters.
 The n-1 identical blocks of each stage run under `nn.scan`, so the compiled
 program (and its compile time) does not grow with depth on accelerators; on
 CPU the scan is unrolled (same stacked parameters), since XLA's CPU
-convolutions inside a loop are about ten times slower (`cpu_conv.unroll_blocks`).
+convolutions inside a loop are about ten times slower (`cnnjax.kernels.conv.unroll_blocks`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cnnjax.models import cpu_conv, layers
+from cnnjax.kernels import conv as conv_kernels
+from cnnjax.models import layers
 
 
 def shortcut_option_a(x: jax.Array, features: int, stride: int) -> jax.Array:
@@ -115,7 +116,7 @@ class CifarResNet(nn.Module):
                     variable_axes={"params": 0, "batch_stats": 0},
                     split_rngs={"params": True, "dropout": True},
                     length=repeats,
-                    unroll=cpu_conv.unroll_blocks(repeats),
+                    unroll=conv_kernels.unroll_blocks(repeats),
                 )
                 x, _ = stack(features=features, name=f"stage{stage + 1}_rest")(x, None)
             else:

@@ -34,11 +34,9 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+import jax
 
-import jax  # noqa: E402
-
-from experiments.benchmarks import population, step_time  # noqa: E402
+from experiments.benchmarks import population, step_time
 
 PLANS = ("vmap", "chunked", "sequential")
 

@@ -50,8 +50,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workdir_checks import _check_records, check_file, check_workdir  # noqa: E402,F401
+from experiments.benchmarks.workdir_checks import _check_records, check_file, check_workdir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "experiments" / "configs" / "default.py"

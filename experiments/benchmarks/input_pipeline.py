@@ -32,19 +32,16 @@ import argparse
 import io
 import json
 import os
-import sys
 import tarfile
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+import jax
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cnnjax.data import streaming  # noqa: E402
-from experiments.common import CIFAR_ARCHIVE  # noqa: E402
+from cnnjax.data import streaming
+from experiments.common import CIFAR_ARCHIVE
 
 
 def data_config(**values) -> ml_collections.ConfigDict:

@@ -20,18 +20,16 @@ import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cnnjax.training.config import base_config  # noqa: E402
-from cnnjax.training.optim import optimizer_from_config  # noqa: E402
-from cnnjax.training.state import create_train_state  # noqa: E402
-from cnnjax.training.train import build_model, make_step_fn, member_keys  # noqa: E402
-from cnnjax.tuning import plans  # noqa: E402
-from cnnjax.tuning.population import epoch_permutations, init_population, make_member_step  # noqa: E402
+from cnnjax.training.config import base_config
+from cnnjax.training.optim import optimizer_from_config
+from cnnjax.training.state import create_train_state
+from cnnjax.training.train import build_model, make_step_fn, member_keys
+from cnnjax.tuning import plans
+from cnnjax.tuning.population import epoch_permutations, init_population, make_member_step
 
 
 def synthetic(n, shape, classes=10, seed=0):

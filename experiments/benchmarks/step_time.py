@@ -41,15 +41,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+import jax
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from cnnjax.models import get_model  # noqa: E402
-from cnnjax.training.state import count_params, create_train_state  # noqa: E402
-from cnnjax.training.steps import train_step  # noqa: E402
+from cnnjax.models import get_model
+from cnnjax.training.state import count_params, create_train_state
+from cnnjax.training.steps import train_step
 
 FRAMEWORKS = ("cnnjax", "pytorch", "pytorch_compile")
 INPUT_SHAPES = {"lenet5": (32, 32, 1), "resnet20_cifar": (32, 32, 3), "resnet50": (224, 224, 3)}

@@ -1,6 +1,6 @@
 """LeNet-5 with and without batch normalisation across learning rates and init scales.
 
-    python experiments/batch_norm.py --workdir=/tmp/exp/batch_norm [--variant=full]
+    python -m experiments.batch_norm --workdir=/tmp/exp/batch_norm [--variant=full]
 
 Ioffe & Szegedy (2015) report that BN lets a network train at much higher
 learning rates and makes it far less sensitive to the scale of its initial
@@ -13,22 +13,13 @@ rate alone sets the step), batch 32, 100 steps. `full`: TFDS `cifar10`, 30
 epochs, three seeds, a finer grid.
 """
 
-from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import experiment_config, variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
-    config = base_config()
-    config.model.name = "lenet5"
-    config.optimizer.name = "sgd"
+    variant = variant_of(arg)
+    config = experiment_config("lenet5", "sgd")
     config.schedule.name = "constant"
-    config.data.preprocess = "standardize"
-    config.progress_bar = False
-    config.tensorboard = False
     # Experiment-only keys (not part of the library schema).
     config.experiment = dict(
         learning_rates=(0.01, 0.1, 1.0, 3.0),

@@ -1,9 +1,9 @@
 """CIFAR-10 speed run: the airbench94 recipe (Jordan 2024) to 94% validation accuracy.
 
-    python experiments/cifar10_speedrun.py --workdir=/tmp/speedrun                  # full run (GPU)
-    python experiments/cifar10_speedrun.py --workdir=/tmp/speedrun \
+    python -m experiments.cifar10_speedrun --workdir=/tmp/speedrun                  # full run (GPU)
+    python -m experiments.cifar10_speedrun --workdir=/tmp/speedrun \
         --config=experiments/configs/cifar10_speedrun.py:cpu_budget                   # fixed CPU budget
-    python experiments/cifar10_speedrun.py --workdir=/tmp/speedrun \
+    python -m experiments.cifar10_speedrun --workdir=/tmp/speedrun \
         --config=experiments/configs/cifar10_speedrun.py:smoke                        # seconds (tests)
 
 `--precision=float32|bfloat16`, `--runs=N` and `--config.KEY=VALUE` adjust a

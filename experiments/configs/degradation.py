@@ -1,6 +1,6 @@
 """Plain vs residual nets at two depths: the degradation problem (He et al. 2016, Fig. 6).
 
-    python experiments/degradation.py --workdir=/tmp/exp/degradation [--variant=full]
+    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=full]
 
 `full` (the paper's recipe, section 4.2): TFDS `cifar10` with a 45k/5k train/val
 split, plain-20, plain-56, ResNet-20, ResNet-56 (option-A shortcuts), SGD momentum
@@ -14,26 +14,16 @@ training JPEGs downsampled to 16x16, widths (8, 16, 32), depth 8 vs 20, no
 augmentation, 150 steps, one seed.
 """
 
-from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import experiment_config, variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
-    config = base_config()
-    config.model.name = "resnet20_cifar"
-    config.optimizer.name = "momentum"
-    config.optimizer.momentum = 0.9
+    variant = variant_of(arg)
+    config = experiment_config("resnet20_cifar", "momentum", momentum=0.9)
     config.optimizer.learning_rate = 0.1
     config.loss.l2 = 1e-4
     config.schedule.name = "step"
     config.schedule.gamma = 0.1
-    config.data.preprocess = "standardize"
-    config.progress_bar = False
-    config.tensorboard = False
     # Experiment-only keys (not part of the library schema).
     config.experiment = dict(
         depths=(20, 56),  # shallow, deep

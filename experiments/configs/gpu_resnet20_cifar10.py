@@ -15,12 +15,7 @@ Variants: `smoke` (a few steps on 512 images: checks the job's wiring),
 `plain` (plain-20, no shortcuts), combined with a comma.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import cluster_base  # noqa: E402
+from experiments.configs import cluster_base
 
 
 def get_config(arg: str | None = None):

@@ -16,12 +16,7 @@ N as `--nodes`), `batch=N` (any global batch, learning rate 0.1 * N / 256),
 minutes), combined with a comma (`:nodes=4,smoke`).
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import cluster_base  # noqa: E402
+from experiments.configs import cluster_base
 
 BATCH_PER_NODE = 256
 

@@ -1,6 +1,6 @@
 """LeNet-5 on CIFAR-10: the shared base of the pooling, preprocessing and regularisation experiments.
 
-    python experiments/pooling.py --workdir=/tmp/exp/pooling [--variant=full]
+    python -m experiments.pooling --workdir=/tmp/exp/pooling [--variant=full]
 
 `smoke`: 2,000 CIFAR-10 training JPEGs (500 carved for validation), batch 50,
 80 steps, one seed, validation at the end. `full`: TFDS `cifar10` (45k/5k), batch 128, 40 epochs, three
@@ -8,24 +8,14 @@ seeds. SGD with momentum 0.9 and a cosine learning-rate decay; no augmentation
 and no weight decay, so the compared option is the only regulariser.
 """
 
-from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import experiment_config, variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
-    config = base_config()
-    config.model.name = "lenet5"
-    config.optimizer.name = "momentum"
-    config.optimizer.momentum = 0.9
+    variant = variant_of(arg)
+    config = experiment_config("lenet5", "momentum", momentum=0.9)
     config.optimizer.learning_rate = 0.03
     config.schedule.name = "cosine"
-    config.data.preprocess = "standardize"
-    config.progress_bar = False
-    config.tensorboard = False
     # Experiment-only keys (not part of the library schema).
     config.experiment = dict(seeds=(0,), train_examples=2000, eval_examples=500)
     if variant == "full":

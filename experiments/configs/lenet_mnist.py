@@ -1,6 +1,6 @@
 """LeNet-5 on `mnist5k` (offline): the shared base of the search experiments.
 
-    python experiments/random_vs_grid.py --workdir=/tmp/exp/random_vs_grid [--variant=full]
+    python -m experiments.random_vs_grid --workdir=/tmp/exp/random_vs_grid [--variant=full]
 
 SGD with momentum 0.9 at a constant learning rate (so a search compares
 rates, not schedules), batch 64, standardised inputs. The experiments set
@@ -8,14 +8,11 @@ their own epochs, space and sweep. Variants: `smoke`, `full`.
 """
 
 from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {arg!r}; valid choices: {', '.join(VARIANTS)}")
+    variant_of(arg)
     config = base_config()
     config.data.name = "mnist5k"
     config.data.preprocess = "standardize"

@@ -1,6 +1,6 @@
 """Learning-rate schedules, with and without linear warmup, on LeNet-5 / CIFAR-10 (experiments/lr_schedules.py).
 
-    python experiments/lr_schedules.py --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
+    python -m experiments.lr_schedules --workdir=/tmp/exp/lr_schedules [--variant=smoke|full]
 
 One optimiser (SGD with momentum 0.9, weight decay 5e-4) at one peak learning
 rate for every run; only the shape of lr(t) / peak differs
@@ -23,15 +23,13 @@ The experiment script points `config.data` at CIFAR-10.
 import ml_collections
 
 from cnnjax.training.config import base_config
+from experiments.configs.base import variant_of
 
-VARIANTS = ("smoke", "full")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    variant = variant_of(arg)
     config = base_config()
     config.model.name = "lenet5"
     config.optimizer.name = "momentum"

@@ -1,6 +1,6 @@
 """Seven optimisers on LeNet-5 / CIFAR-10, each at its own tuned learning rate (experiments/optimizers.py).
 
-    python experiments/optimizers.py --workdir=/tmp/exp/optimizers [--variant=smoke|full]
+    python -m experiments.optimizers --workdir=/tmp/exp/optimizers [--variant=smoke|full]
 
 Everything but the optimiser is shared: model, data, batch size, epochs, a
 constant learning rate (so the comparison is of the update rules, not of a
@@ -32,8 +32,8 @@ The experiment script points `config.data` at CIFAR-10.
 import ml_collections
 
 from cnnjax.training.config import base_config
+from experiments.configs.base import variant_of
 
-VARIANTS = ("smoke", "full")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam")
 
 # Centre of each optimiser's grid (a plausible good lr for LeNet-5 at batch 32-128).
@@ -49,9 +49,7 @@ def _grid(centre: float, points: int) -> tuple[float, ...]:
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    variant = variant_of(arg)
     config = base_config()
     config.model.name = "lenet5"
     config.optimizer.name = "sgd"  # replaced member by member

@@ -1,6 +1,6 @@
 """Pandas (babysit one model) vs caviar (a population) in the same wall clock (experiments/pandas_vs_caviar.py).
 
-    python experiments/pandas_vs_caviar.py --workdir=/tmp/exp/pandas_vs_caviar [--variant=smoke|full]
+    python -m experiments.pandas_vs_caviar --workdir=/tmp/exp/pandas_vs_caviar [--variant=smoke|full]
 
 LeNet-5 on the offline `mnist5k` digits, SGD with momentum 0.9 at a constant
 learning rate. Both approaches search `optimizer.learning_rate` within
@@ -11,14 +11,8 @@ informed by the last, until caviar's wall time is spent.
 `full`: 4,000 images, 3 epochs, a population of 32.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_mnist  # noqa: E402
-
-VARIANTS = lenet_mnist.VARIANTS
+from experiments.configs import lenet_mnist
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -32,11 +26,7 @@ def get_config(arg: str | None = None):
     config.sweep.population_size = 32
     config.sweep.plan = "auto"
     if variant == "smoke":
-        config.data.max_train_examples = 512
-        config.data.max_eval_examples = 200
-        config.batch_size = 32
-        config.num_epochs = 1
-        config.log_every_steps = 8
+        # sequential: measured on a 2-core CPU, ~2x faster per member-step than vmap
+        shrink(config, train_examples=512, eval_examples=200, log_every_steps=8, plan="sequential")
         config.sweep.population_size = 8
-        config.sweep.plan = "sequential"  # measured on a 2-core CPU: ~2x faster per member-step than vmap
     return config

@@ -1,19 +1,13 @@
 """Max vs average vs stochastic pooling in LeNet-5 on CIFAR-10 (Zeiler & Fergus 2013).
 
-    python experiments/pooling.py --workdir=/tmp/exp/pooling [--variant=full]
+    python -m experiments.pooling --workdir=/tmp/exp/pooling [--variant=full]
 
 The LeNet-5 recipe of `lenet_cifar.py`; `model.pooling` changes the program, so
 each pooling kind is its own population (its seeds train together).
 """
 
-import sys
-from pathlib import Path
+from experiments.configs import lenet_cifar
 
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_cifar  # noqa: E402
-
-VARIANTS = lenet_cifar.VARIANTS
 POOLINGS = ("max", "avg", "stochastic")
 
 

@@ -1,6 +1,6 @@
 """Input preprocessing for LeNet-5 on CIFAR-10: none vs channel mean vs mean image vs standardise.
 
-    python experiments/preprocessing.py --workdir=/tmp/exp/preprocessing [--variant=full]
+    python -m experiments.preprocessing --workdir=/tmp/exp/preprocessing [--variant=full]
 
 The LeNet-5 recipe of `lenet_cifar.py`. `data.preprocess` sets the statistics
 (computed on the training split only) that every batch is normalised with:
@@ -9,16 +9,8 @@ channel; `mean_image` subtracts the per-pixel mean image; `standardize` also
 divides by the per-channel std.
 """
 
-import sys
-from pathlib import Path
-
 from cnnjax.data import PREPROCESS_CHOICES
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_cifar  # noqa: E402
-
-VARIANTS = lenet_cifar.VARIANTS
+from experiments.configs import lenet_cifar
 
 
 def get_config(arg: str | None = None):

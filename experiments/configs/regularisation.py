@@ -1,6 +1,6 @@
 """Regularisers for LeNet-5 on a small CIFAR-10 subset: none, L1, L2, dropout, batch norm.
 
-    python experiments/regularisation.py --workdir=/tmp/exp/regularisation [--variant=full]
+    python -m experiments.regularisation --workdir=/tmp/exp/regularisation [--variant=full]
 
 The LeNet-5 recipe of `lenet_cifar.py` on few training images and many epochs,
 so the unregularised net overfits. L1 and L2 act on the conv/dense kernels
@@ -10,14 +10,7 @@ batch norm after every conv and hidden dense layer. L1, L2 and dropout are
 traced (one population with the baseline); BN is its own population.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_cifar  # noqa: E402
-
-VARIANTS = lenet_cifar.VARIANTS
+from experiments.configs import lenet_cifar
 
 
 def get_config(arg: str | None = None):

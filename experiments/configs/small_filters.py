@@ -1,6 +1,6 @@
 """Two small CNNs, blocks of one 5x5 conv or of two 3x3 convs (experiments/small_filters.py).
 
-    python experiments/small_filters.py --workdir=/tmp/exp/small_filters [--variant=smoke|full]
+    python -m experiments.small_filters --workdir=/tmp/exp/small_filters [--variant=smoke|full]
 
 `model.width` is C (the channels of every conv), `model.blocks` the number of
 blocks (each followed by 2x2 max pooling; then global average pooling and a
@@ -12,14 +12,11 @@ The experiment script points `config.data` at CIFAR-10.
 """
 
 from cnnjax.training.config import base_config
-
-VARIANTS = ("smoke", "full")
+from experiments.configs.base import variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    variant = variant_of(arg)
     config = base_config()
     config.model.name = "small_filters"  # the experiment's own two CNNs, not a registry name
     config.model.width = 64

@@ -7,18 +7,13 @@ span of the previous round's top 3, and widens past an edge (a warning in
 summary.json) when the best value sits on it. `:smoke` shrinks it for the tests.
 """
 
-from cnnjax.training.config import base_config
+from experiments.configs import lenet_mnist
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.data.name = "mnist5k"
-    config.data.preprocess = "standardize"
-    config.model.name = "lenet5"
-    config.optimizer.name = "momentum"
-    config.optimizer.momentum = 0.9
+    config = lenet_mnist.get_config()
     config.schedule.name = "cosine"
-    config.batch_size = 64
     config.num_epochs = 3
     config.log_every_steps = 25
     config.sweep.space.optimizer = {"learning_rate": "loguniform(1e-4, 1.0)"}
@@ -32,12 +27,7 @@ def get_config(arg: str | None = None):
         config.sweep.population_size = 4
         config.sweep.rounds = 2
         config.sweep.top_k = 2
-        config.num_epochs = 1
-        config.data.max_train_examples = 256
-        config.data.max_eval_examples = 100
-        config.batch_size = 32
-        config.log_every_steps = 4
-        config.sweep.plan = "vmap"
+        shrink(config, train_examples=256, eval_examples=100, log_every_steps=4, plan="vmap")
     elif arg:
         raise ValueError(f"Unknown variant {arg!r}; valid: smoke")
     return config

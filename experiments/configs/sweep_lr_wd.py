@@ -8,6 +8,7 @@ weight decay, init seed and data order, trained together by one compiled step.
 """
 
 from cnnjax.training.config import base_config
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -43,10 +44,5 @@ def get_config(arg: str | None = None):
     if "smoke" in variants:
         config.sweep.population_size = 4
         config.sweep.grid_points = 2
-        config.num_epochs = 1
-        config.data.max_train_examples = 256
-        config.data.max_eval_examples = 100
-        config.batch_size = 32
-        config.log_every_steps = 4
-        config.sweep.plan = "vmap"
+        shrink(config, train_examples=256, eval_examples=100, log_every_steps=4, plan="vmap")
     return config

@@ -1,6 +1,6 @@
 """TPE in population batches vs random search (experiments/tpe_vs_random.py).
 
-    python experiments/tpe_vs_random.py --workdir=/tmp/exp/tpe_vs_random [--variant=smoke|full]
+    python -m experiments.tpe_vs_random --workdir=/tmp/exp/tpe_vs_random [--variant=smoke|full]
 
 LeNet-5 on the offline `mnist5k` digits, SGD with momentum at a constant rate,
 over learning rate, weight decay and momentum. Each search spends
@@ -10,14 +10,8 @@ rounds before. `smoke`: 512 training images, one epoch, 2 rounds of 4.
 `full`: the 4,000 training images, 3 epochs, 4 rounds of 8.
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import lenet_mnist  # noqa: E402
-
-VARIANTS = lenet_mnist.VARIANTS
+from experiments.configs import lenet_mnist
+from experiments.configs.base import shrink
 
 
 def get_config(arg: str | None = None):
@@ -34,12 +28,7 @@ def get_config(arg: str | None = None):
     config.sweep.rounds = 4
     config.sweep.plan = "auto"
     if variant == "smoke":
-        config.data.max_train_examples = 512
-        config.data.max_eval_examples = 200
-        config.batch_size = 32
-        config.num_epochs = 1
-        config.log_every_steps = 8
+        shrink(config, train_examples=512, eval_examples=200, log_every_steps=8, plan="sequential")
         config.sweep.population_size = 4
         config.sweep.rounds = 2
-        config.sweep.plan = "sequential"
     return config

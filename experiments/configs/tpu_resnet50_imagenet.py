@@ -15,12 +15,7 @@ Variants: `batch=N` (global batch N, learning rate 0.1 * N / 256), `smoke`
 combined with a comma (`:batch=2048,smoke`).
 """
 
-import sys
-from pathlib import Path
-
-# The CLI loads configs by path; make the sibling base importable from any cwd.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.configs import cluster_base  # noqa: E402
+from experiments.configs import cluster_base
 
 DEFAULT_BATCH = 1024
 

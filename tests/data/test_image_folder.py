@@ -94,8 +94,8 @@ def test_tarball_with_leading_directory_matches_directory(tmp_path):
 def test_caps_select_before_decoding(tmp_path, monkeypatch):
     _write_tree(tmp_path, {"train": {"a": 30, "b": 10}})
     decoded = []
-    real_decode = image_folder._decode
-    monkeypatch.setattr(image_folder, "_decode", lambda data, name: decoded.append(name) or real_decode(data, name))
+    real_decode = image_folder.decode_image
+    monkeypatch.setattr(image_folder, "decode_image", lambda data, name: decoded.append(name) or real_decode(data, name))
     arrays, _ = load_image_folder(tmp_path, max_examples={"train": 8}, max_per_class=5)
     assert np.bincount(arrays["train"][1]).tolist() == [4, 4]
     assert all(np.bincount(arrays[s][1], minlength=2).max() <= 5 for s in ("validation", "test"))

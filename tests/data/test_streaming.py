@@ -6,6 +6,7 @@ id can be read back from any crop, flip or resize of it.
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 
 import jax
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.data import DataError, host_augment, streaming
+from cnnjax.data import DataError, host_augment, stream_stats, streaming
 
 SIZE = 16
 STREAM_TRAIN, STREAM_TEST = 26, 6  # conftest's stream_jpeg (checked in test_info_tfds)
@@ -109,13 +110,13 @@ def test_info_tfds(tfds_config, stream_tfds, stream_image):
 
 
 def test_imagenet_like_sets_use_imagenet_statistics(tfds_config, monkeypatch):
-    assert streaming._is_imagenet_like("imagenet2012:5.1.0") and streaming._is_imagenet_like("imagenette/320px-v2")
-    assert not streaming._is_imagenet_like("cifar10")
-    monkeypatch.setattr(streaming, "_is_imagenet_like", lambda name: True)
+    assert stream_stats.is_imagenet_like("imagenet2012:5.1.0") and stream_stats.is_imagenet_like("imagenette/320px-v2")
+    assert not stream_stats.is_imagenet_like("cifar10")
+    monkeypatch.setattr(stream_stats, "is_imagenet_like", lambda name: True)
     info = streaming.streaming_info(tfds_config)
     assert info.stats_source == "imagenet"
-    np.testing.assert_allclose(info.mean.ravel(), streaming.IMAGENET_MEAN)
-    np.testing.assert_allclose(info.std.ravel(), streaming.IMAGENET_STD)
+    np.testing.assert_allclose(info.mean.ravel(), stream_stats.IMAGENET_MEAN)
+    np.testing.assert_allclose(info.std.ravel(), stream_stats.IMAGENET_STD)
 
 
 def test_train_stream_shapes_labels_and_process_shares(tfds_config, stream_ids):
@@ -192,6 +193,42 @@ def test_image_folder_directory_and_tarball(folder, stream_ids, tmp_path, monkey
         assert [b["mask"].sum() for b in test] == [4, 2]
     np.testing.assert_array_equal(results[root], results[archive])
     assert len(list((tmp_path / "cache").glob("images-*.tar"))) == 1  # Decompressed once, reused.
+
+
+def test_undecodable_images_stop_the_stream_or_are_skipped_on_request(folder, stream_ids, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNJAX_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "images"
+    shutil.copytree(folder[0], root)
+    broken = b"\xff\xd8\xff not really a jpeg"
+    (root / "test" / "dog" / "999.jpg").write_bytes(broken)
+    archive = tmp_path / "images.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="images")
+    first_test = len(FOLDER_CLASSES) * FOLDER_TRAIN_PER_CLASS  # the fixture numbers train images first
+    good_test = set(range(first_test, first_test + len(FOLDER_CLASSES) * FOLDER_TEST_PER_CLASS))
+    for path in (root, archive):
+        config = _config(name="image_folder", path=str(path), train_split=None, validation_split=None, test_split=None)
+        with pytest.raises(DataError, match=r"'test' split of .*images.*data.bad_images=skip"):
+            list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1))
+        config.bad_images = "ignore"
+        with pytest.raises(DataError, match="data.bad_images='ignore' is unknown; valid choices: error, skip"):
+            streaming.streaming_info(config)
+        config.bad_images = "skip"
+        assert streaming.streaming_info(config).num_eval_examples["test"] == 7  # Files are counted, not decoded.
+        test = list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1))
+        mask = np.concatenate([b["mask"] for b in test]) == 1
+        assert len(test) == 2 and mask.sum() == 6  # The six good images, padded to the batches of seven files.
+        assert set(stream_ids(np.concatenate([b["image"] for b in test])[mask]).tolist()) == good_test
+    # A broken training image in the statistics sample is reported before any stream starts.
+    (root / "train" / "cat" / "998.jpg").write_bytes(broken)
+    config = _config(name="image_folder", path=str(root), train_split=None, validation_split=None, test_split=None)
+    with pytest.raises(DataError, match=r"'train' split of '[^']*images' \(Invalid JPEG data.*data.bad_images=skip"):
+        streaming.streaming_info(config)
+    config.bad_images = "skip"
+    assert streaming.streaming_info(config).image_shape == (SIZE, SIZE, 3)
+    batches = _take(streaming.train_stream(config, global_batch_size=6, seed=0, process_index=0, process_count=1), 4)
+    images = np.concatenate([b["image"] for b in batches])
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), _label_of(images))
 
 
 def test_random_resized_crop_varies_and_flips():

@@ -6,11 +6,7 @@ import pytest
 
 from experiments import architectures, common
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("architectures"))
-    return workdir, architectures.run(workdir, variant="smoke")
+EXPERIMENT = architectures  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_smoke_table_and_plot(result):

@@ -18,10 +18,7 @@ from experiments.configs.batch_norm import get_config
 pytestmark = pytest.mark.needs_cifar10
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("batch_norm"))
-    return workdir, batch_norm.run(workdir, variant="smoke")
+EXPERIMENT = batch_norm  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def _row(rows, model, key, value):

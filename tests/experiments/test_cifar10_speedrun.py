@@ -13,6 +13,8 @@ import pytest
 
 from cnnjax.models import airbench, get_model
 from experiments import cifar10_speedrun, common
+from experiments.speedrun import data as speedrun_data
+from experiments.speedrun import optim
 
 needs_archive = pytest.mark.needs_cifar10
 # The tests check behaviour, not speed: compile with XLA's cheap settings.
@@ -76,7 +78,7 @@ def test_optimizer_leaves_frozen_parameters_and_stops_the_whitening_bias():
     model = get_model("airbench94", 10, widths=(4, 4, 4))
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)), train=False))
     params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes["params"])
-    tx = cifar10_speedrun.make_optimizer(config, steps_per_epoch=2, total_steps=6)  # bias frozen after 1 epoch
+    tx = optim.make_optimizer(config, steps_per_epoch=2, total_steps=6)  # bias frozen after 1 epoch
     labels = airbench.param_labels(params)
     assert jax.tree.structure(labels) == jax.tree.structure(params)
 
@@ -100,7 +102,7 @@ def test_optimizer_leaves_frozen_parameters_and_stops_the_whitening_bias():
 
 
 def test_learning_rate_shape():
-    factor = cifar10_speedrun.lr_factor
+    factor = optim.lr_factor
     values = [float(factor(s, 100, 0.23, 0.2, 0.07)) for s in (0, 23, 100)]
     np.testing.assert_allclose(values, [0.2, 1.0, 0.07], rtol=1e-6)
 
@@ -149,7 +151,7 @@ def test_training_keeps_the_fitted_whitening_and_bn_scales(smoke):
     fitted = result["fitted_whitening"]
     np.testing.assert_array_equal(np.asarray(params["whiten"]["kernel"]), fitted)
     # ... and the fitted kernel is the one `whitening_kernel` computes from those training images.
-    data = cifar10_speedrun.load_data(config)
+    data = speedrun_data.load_data(config)
     images = (data.train_images[: config.whiten.examples] / 255.0 - data.mean) / data.std
     expected = airbench.whitening_kernel(jnp.asarray(images, jnp.float32), 2, config.whiten.eps)
     np.testing.assert_allclose(fitted, np.asarray(expected), rtol=0.02, atol=0.02)
@@ -167,10 +169,11 @@ class Block:
             raise ImportError("blocked " + name)
 sys.meta_path.insert(0, Block())
 from experiments import cifar10_speedrun
+from experiments.speedrun import data as speedrun_data, programs
 config = cifar10_speedrun.get_config("smoke")
 config.data.max_train_examples, config.data.max_eval_examples, config.batch_size = 20, 10, 10
-data = cifar10_speedrun.load_data(config)
-cifar10_speedrun.build(config, len(data.train_labels), data.num_classes, data.mean, data.std)
+data = speedrun_data.load_data(config)
+programs.build(config, len(data.train_labels), data.num_classes, data.mean, data.std)
 print(data.train_images.shape, data.val_images.shape)
 """
 

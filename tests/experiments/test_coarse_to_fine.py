@@ -7,11 +7,7 @@ import pytest
 
 from experiments import coarse_to_fine, common
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("coarse_to_fine"))
-    return workdir, coarse_to_fine.run(workdir, variant="smoke")
+EXPERIMENT = coarse_to_fine  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_files_and_rounds(result):

@@ -16,10 +16,7 @@ from experiments.configs.degradation import get_config
 pytestmark = pytest.mark.needs_cifar10
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("degradation"))
-    return workdir, degradation.run(workdir, variant="smoke")
+EXPERIMENT = degradation  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_outputs_written(result):

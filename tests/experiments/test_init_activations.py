@@ -6,11 +6,7 @@ import pytest
 
 from experiments import common, init_activations
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("init_activations"))
-    return workdir, init_activations.run(workdir, variant="smoke")
+EXPERIMENT = init_activations  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def _stds(out, key):

@@ -12,10 +12,7 @@ from experiments.configs.lr_schedules import SCHEDULES, get_config
 pytestmark = pytest.mark.needs_cifar10
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("lr_schedules"))
-    return workdir, lr_schedules.run(workdir, variant="smoke")
+EXPERIMENT = lr_schedules  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_schedule_shapes_follow_their_definitions(result):

@@ -11,10 +11,7 @@ from experiments.configs.optimizers import OPTIMIZERS, get_config
 pytestmark = pytest.mark.needs_cifar10
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("optimizers"))
-    return workdir, optimizers.run(workdir, variant="smoke")
+EXPERIMENT = optimizers  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_grids_are_the_configured_ones_and_each_winner_is_its_grids_best(result):

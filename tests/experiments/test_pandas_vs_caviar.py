@@ -8,11 +8,7 @@ import pytest
 from cnnjax.tuning.space import flatten_space
 from experiments import common, pandas_vs_caviar
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("pandas_vs_caviar"))
-    return workdir, pandas_vs_caviar.run(workdir, variant="smoke")
+EXPERIMENT = pandas_vs_caviar  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_files_written(result):

@@ -7,11 +7,7 @@ import pytest
 
 from experiments import common, random_vs_grid
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("random_vs_grid"))
-    return workdir, random_vs_grid.run(workdir, variant="smoke")
+EXPERIMENT = random_vs_grid  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_tables_and_plot_written(result):

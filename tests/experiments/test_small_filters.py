@@ -13,10 +13,7 @@ pytestmark = pytest.mark.needs_cifar10
 COEFFICIENTS = {"two_3x3": (18, 5), "one_5x5": (25, 5), "three_3x3": (27, 7), "one_7x7": (49, 7)}
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("small_filters"))
-    return workdir, small_filters.run(workdir, variant="smoke")
+EXPERIMENT = small_filters  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_counted_parameters_and_receptive_fields(result):

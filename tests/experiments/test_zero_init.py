@@ -7,11 +7,7 @@ import pytest
 
 from experiments import common, zero_init
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("zero_init"))
-    return workdir, zero_init.run(workdir, variant="smoke")
+EXPERIMENT = zero_init  # the `result` fixture (conftest.py) runs it at smoke size
 
 
 def test_files_and_rows(result):

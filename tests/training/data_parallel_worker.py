@@ -62,9 +62,7 @@ def run(data_dir: str, workdir: str) -> dict:
     from cnnjax.data import load_dataset
     from cnnjax.training.config import base_config
     from cnnjax.training.train import train_and_evaluate
-
-    sys.path.insert(0, "experiments/configs")
-    import default
+    from experiments.configs import default
 
     config = default.get_config("smoke")
     config.data.data_dir = data_dir

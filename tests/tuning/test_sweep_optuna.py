@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +11,7 @@ optuna = pytest.importorskip("optuna")
 
 from cnnjax.tuning import plans  # noqa: E402
 from cnnjax.tuning.sweep import SweepError, run_sweep  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep import smoke  # noqa: E402
+from tests.tuning.test_sweep import smoke  # noqa: E402
 
 
 def tpe_config(data_dir, **changes):

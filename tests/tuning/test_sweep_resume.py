@@ -17,9 +17,7 @@ import pytest
 from cnnjax.training.checkpoint import Checkpointer
 from cnnjax.training.train import WorkdirConfigMismatchError
 from cnnjax.tuning.sweep import SweepError, run_sweep
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep import ROOT, smoke  # noqa: E402
+from tests.tuning.test_sweep import ROOT, smoke
 
 # Strategy -> (config changes, stop points in sweep steps; each stop is followed by a resume).
 # Points sit mid-phase, on a phase boundary (between rounds / rungs / brackets / PBT intervals) and after.

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from cnnjax.models import cpu_conv, get_model, layers
+from cnnjax.kernels import conv as conv_kernels
+from cnnjax.models import get_model, layers
 
 
 def _outputs_and_grads(slow, fast, x):
@@ -61,17 +62,17 @@ def test_banded_falls_back_for_strided_convolutions():
 
 def test_auto_picks_banded_only_for_small_layers():
     # LeNet-5's two convolutions and a CIFAR RGB stem: few input channels.
-    assert cpu_conv.banded_applies((128, 32, 32, 1), (5, 5, 1, 6), (1, 1), "VALID")
-    assert cpu_conv.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID")
-    assert cpu_conv.banded_applies((128, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1)))
+    assert conv_kernels.banded_applies((128, 32, 32, 1), (5, 5, 1, 6), (1, 1), "VALID")
+    assert conv_kernels.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (1, 1), "VALID")
+    assert conv_kernels.banded_applies((128, 32, 32, 3), (3, 3, 3, 16), (1, 1), ((1, 1), (1, 1)))
     # Many input channels; strided; blocks of one column (31 output columns, a 2x2 kernel).
-    assert not cpu_conv.banded_applies((128, 8, 8, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1)))
-    assert not cpu_conv.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (2, 2), "VALID")
-    assert not cpu_conv.banded_applies((128, 32, 32, 3), (2, 2, 3, 24), (1, 1), "VALID")
-    assert [cpu_conv.banded_block_width(n, 5) for n in (28, 10, 7)] == [4, 5, 7]
+    assert not conv_kernels.banded_applies((128, 8, 8, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1)))
+    assert not conv_kernels.banded_applies((128, 14, 14, 6), (5, 5, 6, 16), (2, 2), "VALID")
+    assert not conv_kernels.banded_applies((128, 32, 32, 3), (2, 2, 3, 24), (1, 1), "VALID")
+    assert [conv_kernels.banded_block_width(n, 5) for n in (28, 10, 7)] == [4, 5, 7]
     if jax.default_backend() == "cpu":
-        assert cpu_conv.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
-        assert cpu_conv.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "im2col"
+        assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
+        assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "im2col"
 
 
 @pytest.mark.parametrize("block", [1, 3, 8])
@@ -81,7 +82,7 @@ def test_banded_blocks_of_any_width_match_xla_conv(block):
     x = rng.normal(size=(2, 6, 12, 2)).astype(np.float32)
     kernel = rng.normal(size=(3, 5, 2, 3)).astype(np.float32)
     conv = lambda v, k: jax.lax.conv_general_dilated(v, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
-    banded = lambda v, k: cpu_conv.banded_conv(v, k, "VALID", block)  # noqa: E731
+    banded = lambda v, k: conv_kernels.banded_conv(v, k, "VALID", block)  # noqa: E731
 
     @jax.jit
     def run(x, kernel):
@@ -143,7 +144,7 @@ def test_cifar_resnet_unrolled_blocks_equal_the_scan_loop(monkeypatch):
     # Same parameters (stacked per stage), same values and gradients, whether the
     # repeated blocks compile as a loop or unrolled (the CPU default).
     if jax.default_backend() == "cpu":
-        assert cpu_conv.unroll_blocks(8) == 8
+        assert conv_kernels.unroll_blocks(8) == 8
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
     labels = jnp.array([1, 3])
     model = get_model("resnet20_cifar", 10, widths=(4, 8, 8))
@@ -159,9 +160,9 @@ def test_cifar_resnet_unrolled_blocks_equal_the_scan_loop(monkeypatch):
             compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
         return compiled(variables["params"])
 
-    monkeypatch.setattr(cpu_conv, "unroll_blocks", lambda repeats: repeats)
+    monkeypatch.setattr(conv_kernels, "unroll_blocks", lambda repeats: repeats)
     unrolled = loss_and_grads()
-    monkeypatch.setattr(cpu_conv, "unroll_blocks", lambda repeats: 1)
+    monkeypatch.setattr(conv_kernels, "unroll_blocks", lambda repeats: 1)
     looped = loss_and_grads()
     for a, b in zip(jax.tree_util.tree_leaves(unrolled), jax.tree_util.tree_leaves(looped)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

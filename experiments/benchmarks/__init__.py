@@ -1,0 +1,1 @@
+"""Benchmarks that print measured figures: `python -m experiments.benchmarks.<name>`."""

@@ -1,0 +1,1 @@
+"""Experiment configs: `get_config(arg)` files the CLI loads by path; derived ones import their base."""
