@@ -33,6 +33,7 @@ import numpy as np
 from absl import logging
 
 from cnnjax.training import config as config_lib
+from cnnjax.training import files
 from cnnjax.training.loop import StopRequest
 from cnnjax.training.train import _config_as_json, check_workdir
 from cnnjax.training.writers import write_json
@@ -299,13 +300,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         dataset = load_dataset(config.data)
     config_lib.validate_against_data(config, dataset.train.num_examples)
     check_workdir(config, workdir, allow_config_change)
-    if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
+    if not allow_config_change and files.exists(os.path.join(workdir, "results.json")):
         raise SweepError(f"{workdir} already holds sweep results; use a new --workdir")
     try:
         study_lib.check_storage(config.sweep, workdir)
     except study_lib.StudyError as err:
         raise SweepError(str(err)) from None
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
 
     from tqdm.auto import tqdm
 
