@@ -44,7 +44,10 @@ class Checkpointer:
     def _open(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+            # In a bucket a save cut short leaves its step directory unmarked: orbax ignores it, and
+            # deletes it when the manager opens (process 0 only), so a new save of that step starts clean.
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                                 cleanup_tmp_directories=files.is_remote(self.directory)),
         )
 
     def latest_step(self) -> int | None:

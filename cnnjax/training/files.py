@@ -93,7 +93,8 @@ def listdir(path: str) -> list[str]:
     if not is_remote(path):
         return os.listdir(path)
     fs = _fs(path)
-    return [os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False) if p.rstrip("/") != path.rstrip("/")]
+    itself = fs._strip_protocol(path).rstrip("/")  # listings name objects without the gs:// prefix
+    return [os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False) if p.rstrip("/") != itself]
 
 
 def makedirs(path: str) -> None:
