@@ -258,10 +258,25 @@ def test_killed_run_in_a_bucket_resumes_to_the_local_result(emulator, tmp_path):
     assert "Resuming from step" in out
     _assert_same_workdir(local, remote, ["config.json", "summary.json", "data_info.json"])
     assert any(n.startswith("events.out.tfevents.") for n in files.listdir(remote)), "TensorBoard events too"
-    # The run in the bucket serves --mode=eval like a local one: the test split scored as in its summary.
-    _run([sys.executable, "-m", "cnnjax.main", "--mode=eval", f"--workdir={remote}", data[0]], env)
+    # The run in the bucket serves eval, predict and export like the local one.
+    mode = [sys.executable, "-m", "cnnjax.main"]
+    _run([*mode, "--mode=eval", f"--workdir={remote}", data[0]], env)
     summary = json.loads(files.read_text(f"{remote}/summary.json"))
     assert json.loads(files.read_text(f"{remote}/eval.json"))["accuracy"] == summary["eval/accuracy"]
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28), np.uint8)).save(images / f"{i}.png")
+    for workdir in (local, remote):
+        _run([*mode, "--mode=predict", f"--workdir={workdir}", f"--images={images}"], env)
+        export = tmp_path / f"export-{workdir == remote}"
+        _run([*mode, "--mode=export", f"--workdir={workdir}", f"--export_dir={export}"], env)
+    assert files.read_bytes(f"{remote}/predictions.csv") == files.read_bytes(f"{local}/predictions.csv")
+    exported = [json.loads((tmp_path / f"export-{r}" / "metadata.json").read_text()) for r in (False, True)]
+    assert exported[1].pop("source_workdir") == remote and exported[0].pop("source_workdir") == local
+    assert exported[1] == exported[0]
 
 
 def _sweep_cli(workdir, *extra):
