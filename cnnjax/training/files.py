@@ -26,8 +26,9 @@ import uuid
 from typing import IO, Any, Iterator
 
 REMOTE_SCHEMES = ("gs",)
-# GCS bucket names: 3-63 characters, lower-case letters, digits, '-', '_', '.'; a letter or digit at each end.
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+# GCS bucket names: lower-case letters, digits, '-', '_', '.', a letter or digit at each end; 3-63
+# characters, or up to 222 with dots, each dotted part at most 63.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
 class StorageError(OSError):
@@ -239,7 +240,7 @@ def check_remote(url: str, timeout_s: float = 10.0) -> None:
                            "gs://BUCKET/PATH")
     if not bucket:
         raise StorageError(f"--workdir={url!r} names no bucket; write gs://BUCKET/PATH")
-    if not _BUCKET.match(bucket):
+    if not _BUCKET.match(bucket) or max(len(part) for part in bucket.split(".")) > 63:
         raise StorageError(f"--workdir={url!r}: {bucket!r} is not a valid bucket name (3-63 characters: "
                            "lower-case letters, digits, '-', '_', '.'; a letter or digit at each end)")
     try:
