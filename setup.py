@@ -37,8 +37,10 @@ setup(
     ],
     extras_require={
         "cuda": ["jax[cuda12]>=0.10"],
-        "tpu": ["jax[tpu]>=0.10"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "ruff"],
+        "tpu": ["jax[tpu]>=0.10", "gcsfs", "google-cloud-storage"],
+        # Workdirs in a bucket (--workdir=gs://...): files through gcsfs, TensorBoard through google-cloud-storage.
+        "gcs": ["gcsfs", "google-cloud-storage"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff", "gcsfs", "google-cloud-storage", "gcp-storage-emulator"],
     },
     entry_points={"console_scripts": ["cnnjax=cnnjax.main:run"]},
 )

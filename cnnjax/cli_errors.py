@@ -16,7 +16,7 @@ FLAGS = flags.FLAGS
 
 
 class WorkdirError(Exception):
-    """`--workdir` cannot hold a run: it is a file, or the disk is full or read-only."""
+    """`--workdir` cannot hold a run: it is a file, the disk is full or read-only, or the bucket is unusable."""
 
 
 class FlagError(Exception):
@@ -41,6 +41,14 @@ def disk_error(err: OSError, workdir: str) -> WorkdirError | None:
 
 def check_workdir_flag(workdir: str) -> None:
     """A workdir that cannot hold a run is refused before any data is loaded or anything compiled."""
+    from cnnjax.training import files
+
+    if files.is_remote(workdir):
+        try:
+            files.check_remote(workdir)
+        except files.StorageError as err:
+            raise WorkdirError(str(err)) from None
+        return
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"--workdir={workdir!r} is a file; name a directory (it is created if missing).")
     existing = os.path.abspath(workdir)

@@ -47,9 +47,10 @@ Options:
   --mode=MODE               run: train (default: one model) or sweep (the config's
                             sweep, its members over every core of every worker;
                             adds --mode=sweep --config.sweep.mesh_devices=0)
-  --workdir=DIR             the job's workdir (run): a directory every worker can
-                            write, e.g. a mounted disk or bucket (cnnjax uses plain
-                            file I/O, so not a gs:// URL)
+  --workdir=DIR             the job's workdir (run): gs://BUCKET/PATH (every worker
+                            reaches it, and it outlives a preempted Spot VM; install
+                            extra [gcs], which [tpu] includes) or a directory every
+                            worker can write
   --config.KEY=VALUE        a config override for run, passed on (repeatable)
   --dry-run                 print every command, exactly, and run none
   -h, --help                this text
@@ -57,7 +58,7 @@ Options:
 
 Examples:
   $PROG all --name=r50 --zone=us-central2-b --accelerator-type=v4-32 \\
-      --config=experiments/configs/tpu_resnet50_imagenet.py --workdir=/mnt/runs/r50 \\
+      --config=experiments/configs/tpu_resnet50_imagenet.py --workdir=gs://BUCKET/runs/r50 \\
       --config.data.data_dir=gs://BUCKET/tensorflow_datasets
   $PROG run --name=r50 --zone=us-central2-b --mode=sweep \\
       --config=experiments/configs/sweep_lr_wd.py --workdir=/mnt/runs/sweep

@@ -28,6 +28,7 @@ from cnnjax.diagnostics.lr_range import check_lr_range
 from cnnjax.diagnostics.training_monitor import TrainingMonitor
 from cnnjax.diagnostics.verdicts import Verdict
 from cnnjax.training import config as config_lib
+from cnnjax.training import files
 from cnnjax.training.steps import train_step
 from cnnjax.training.train import NonFiniteLossError, build_model, check_workdir, train_and_evaluate
 from cnnjax.training.writers import write_json
@@ -101,7 +102,7 @@ def babysit(
 
     ctx = CheckContext(config, dataset, model, check_settings, step_fn=step_fn)
     results = run_checks(ctx, checks, echo=echo)
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     out: dict[str, Any] = {
         "model": config.model.name,
         "dataset": dataset.name,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.training import files
 from cnnjax.training.writers import atomic_write, save_figure
 
 MAX_LAYERS_IN_HISTOGRAMS = 8
@@ -209,8 +210,7 @@ def _html(markdown_text: str, result: dict[str, Any], figures: list[tuple[str, s
                  + "</ul>" if verdicts else "<p>None held during training.</p>")
     parts.append("<h2>Figures</h2>")
     for name, caption in figures:
-        with open(os.path.join(workdir, name), "rb") as f:
-            data = base64.b64encode(f.read()).decode("ascii")
+        data = base64.b64encode(files.read_bytes(os.path.join(workdir, name))).decode("ascii")
         parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{esc(caption)}'>"
                      f"<figcaption>{esc(caption)}</figcaption></figure>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"

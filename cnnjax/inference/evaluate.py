@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.inference.restore import InferenceError, RestoredRun, convert_images, restore_run
-from cnnjax.training.writers import write_json
+from cnnjax.training.writers import save_figure, write_json
 
 
 def _data_source(data: ml_collections.ConfigDict) -> str:
@@ -91,10 +91,8 @@ def save_confusion_matrix(path: str, confusion: np.ndarray, class_names, title: 
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png", dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def evaluate_run(workdir: str, config: ml_collections.ConfigDict, step: int | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import ml_collections
 
 from cnnjax.export import METADATA_FILE, MODEL_FILE
 from cnnjax.inference.restore import InferenceError, restore_run
+from cnnjax.training import files
 from cnnjax.training.writers import write_json
 
 
@@ -53,7 +54,7 @@ def export_run(workdir: str, config: ml_collections.ConfigDict, export_dir: str,
         "model": config.model.name,
         "checkpoint_step": run.step,
         "ema_weights": run.ema,
-        "source_workdir": os.path.abspath(workdir),
+        "source_workdir": files.absolute(workdir),
         "jax_version": jax.__version__,
     }
     os.makedirs(export_dir, exist_ok=True)

@@ -9,6 +9,7 @@ import ml_collections
 
 from cnnjax.inference.restore import InferenceError
 from cnnjax.inference.run_config import read_run_config
+from cnnjax.training import files
 
 # What an evaluation may change; the rest describes the trained model and must stay.
 OVERRIDABLE = ("data.", "eval_batch_size")
@@ -26,7 +27,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def check_overrides(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Refuses `--config.*` overrides outside `data.*` and `eval_batch_size`."""
-    if not os.path.exists(os.path.join(workdir, "config.json")):
+    if not files.exists(os.path.join(workdir, "config.json")):
         return  # restore_run names the problem
     run = _flat(json.loads(read_run_config(workdir).to_json_best_effort()))
     new = _flat(json.loads(config.to_json_best_effort()))

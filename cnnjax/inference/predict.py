@@ -24,6 +24,8 @@ import ml_collections
 import numpy as np
 
 from cnnjax.inference.restore import InferenceError, RestoredRun, restore_run
+from cnnjax.training import files
+from cnnjax.training.files import atomic_write
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 MAX_TOP = 5
@@ -116,30 +118,24 @@ def csv_header(num_classes: int) -> list[str]:
 
 
 def predict_files(run: RestoredRun, names: list[str], read, out_path: str, batch_size: int) -> dict[str, Any]:
-    """Classifies `names` and writes the CSV to `out_path` (temp file + rename)."""
+    """Classifies `names` and writes the CSV to `out_path` (atomically: temp file + rename, or one object)."""
     top = min(MAX_TOP, len(run.class_names))
     skipped: list[tuple[str, str]] = []
     predicted = 0
-    tmp = out_path + ".tmp"
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(csv_header(len(run.class_names)))
-            for batch_names, images in _batches(names, read, run.image_shape, batch_size, skipped):
-                probs = softmax(run.predict_logits(images, batch_size))
-                order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
-                for name, p, idx in zip(batch_names, probs, order):
-                    row = [name]
-                    for i in idx:
-                        row += [run.class_names[i], f"{p[i]:.6f}"]
-                    writer.writerow(row)
-                predicted += len(batch_names)
+    with atomic_write(out_path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(csv_header(len(run.class_names)))
+        for batch_names, images in _batches(names, read, run.image_shape, batch_size, skipped):
+            probs = softmax(run.predict_logits(images, batch_size))
+            order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
+            for name, p, idx in zip(batch_names, probs, order):
+                row = [name]
+                for i in idx:
+                    row += [run.class_names[i], f"{p[i]:.6f}"]
+                writer.writerow(row)
+            predicted += len(batch_names)
         if predicted == 0:
             raise InferenceError(f"None of the {len(names)} image files could be read; nothing written.")
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return {"predicted": predicted, "skipped": len(skipped), "skipped_files": skipped}
 
 
@@ -148,7 +144,7 @@ def predict_run(workdir: str, config: ml_collections.ConfigDict, images: str, ou
     """Labels the images at `images` with `workdir`'s checkpoint; writes the CSV `out_path`."""
     run = restore_run(workdir, config, step)
     names, read = image_sources(images)
-    parent = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(parent):
+    parent = os.path.dirname(files.absolute(out_path))
+    if not files.is_remote(out_path) and not os.path.isdir(parent):
         raise InferenceError(f"--predictions={out_path}: the directory {parent} does not exist.")
     return predict_files(run, names, read, out_path, config.eval_batch_size)

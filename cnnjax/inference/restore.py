@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnjax.data import pipeline
 from cnnjax.inference.run_config import read_run_config
+from cnnjax.training import files
 from cnnjax.training.run_data import data_info, parse_data_info, read_data_info
 
 
@@ -80,16 +81,19 @@ class RestoredRun:
 
 def checkpoint_steps(workdir: str) -> list[int]:
     """Steps of the checkpoints saved in `workdir` (oldest first)."""
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(directory):
+    directory = os.path.join(files.absolute(workdir), "checkpoints")
+    if not files.isdir(directory):
         return []
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    steps = sorted(int(name) for name in files.listdir(directory) if name.isdigit())
+    if files.is_remote(directory):  # in a bucket a save cut short leaves its step directory, unmarked
+        steps = [s for s in steps if files.exists(os.path.join(directory, str(s), "commit_success.txt"))]
+    return steps
 
 
 def _read_checkpoint(workdir: str, step: int) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    directory = os.path.join(files.absolute(workdir), "checkpoints")
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         return manager.restore(step, args=ocp.args.StandardRestore())
@@ -122,9 +126,9 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None,
     Raises:
       InferenceError: no such workdir / config / checkpoint, naming what exists.
     """
-    if not os.path.isdir(workdir):
+    if not files.isdir(workdir):
         raise InferenceError(f"--workdir={workdir} does not exist; point it at a training run's workdir.")
-    if not os.path.exists(os.path.join(workdir, "config.json")):
+    if not files.exists(os.path.join(workdir, "config.json")):
         raise InferenceError(f"{workdir} has no config.json: it is not a training run's workdir.")
     steps = checkpoint_steps(workdir)
     if not steps:

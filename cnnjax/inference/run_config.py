@@ -12,6 +12,7 @@ import os
 
 import ml_collections
 
+from cnnjax.training import files
 from cnnjax.training.config import base_config
 
 
@@ -32,9 +33,8 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The schema's defaults updated with `workdir/config.json` (if present)."""
     config = base_config()
     path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            _merge(config, json.load(f))
+    if files.exists(path):
+        _merge(config, json.loads(files.read_text(path)))
     return config
 
 

@@ -4,19 +4,22 @@ directory and renames it), keeping the last N.
 A checkpoint that cannot be read back (its files damaged after the rename) is
 moved aside to `checkpoints-unreadable/` and the previous one is used, with a
 log line saying so. A save cut short by a kill leaves only orbax's temporary
-directory, which orbax ignores (and removes).
+directory, which orbax ignores (and removes). In a bucket (`gs://`), where
+nothing can be renamed, orbax writes the step's directory in place and marks it
+complete with a `commit_success.txt` written last; a step without it is ignored.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any, Callable
 
 import flax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from cnnjax.training import files
 
 
 class NoReadableCheckpointError(RuntimeError):
@@ -32,14 +35,19 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, keep: int = 3):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = os.path.join(files.absolute(workdir), "checkpoints")
+        if files.is_remote(self.directory):
+            files.prepare_remote()
         self._keep = keep
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+            # In a bucket a save cut short leaves its step directory unmarked: orbax ignores it, and
+            # deletes it when the manager opens (process 0 only), so a new save of that step starts clean.
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                                 cleanup_tmp_directories=files.is_remote(self.directory)),
         )
 
     def latest_step(self) -> int | None:
@@ -113,10 +121,10 @@ class Checkpointer:
 
     def _set_aside(self, step: int, aside: str) -> None:
         self._manager.close()
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        if os.path.exists(aside):
-            shutil.rmtree(aside)
-        os.replace(os.path.join(self.directory, str(step)), aside)
+        files.makedirs(os.path.dirname(aside))
+        if files.exists(aside):
+            files.rmtree(aside)
+        files.rename_tree(os.path.join(self.directory, str(step)), aside)
         self._manager = self._open()
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.training import files
 from cnnjax.training.writers import write_json
 
 DATA_INFO = "data_info.json"
@@ -41,10 +42,9 @@ def write_data_info(workdir: str, feed: Any, dataset: Any = None) -> None:
 def read_data_info(workdir: str) -> dict[str, Any] | None:
     """The run's data facts (mean/std as float32 arrays), or None for a run that predates them."""
     path = os.path.join(workdir, DATA_INFO)
-    if not os.path.exists(path):
+    if not files.exists(path):
         return None
-    with open(path) as f:
-        return parse_data_info(json.load(f))
+    return parse_data_info(json.loads(files.read_text(path)))
 
 
 def parse_data_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from absl import logging
 
 from cnnjax.models import get_model
 from cnnjax.training import config as config_lib
-from cnnjax.training import sharding
+from cnnjax.training import files, sharding
 from cnnjax.training.checkpoint import Checkpointer
 from cnnjax.training.feeds import (  # noqa: F401 (eval_split, make_*: re-exported)
     InMemoryFeed,
@@ -54,10 +54,9 @@ def _config_as_json(config: ml_collections.ConfigDict) -> dict:
 def check_workdir(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool) -> None:
     """Refuses a workdir whose `config.json` differs from `config`."""
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path) or allow_config_change:
+    if allow_config_change or not files.exists(path):
         return
-    with open(path) as f:
-        old = json.load(f)
+    old = json.loads(files.read_text(path))
     diffs = config_lib.config_diff(old, _config_as_json(config))
     if diffs:
         raise WorkdirConfigMismatchError(
@@ -150,7 +149,7 @@ def train_and_evaluate(
     state = sharding.replicate(state, mesh)
 
     if primary:
-        os.makedirs(workdir, exist_ok=True)
+        files.makedirs(workdir)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
@@ -299,6 +298,7 @@ class _RunTask:
         self.bar.set_description(f"val acc {val['accuracy']:.4f}", refresh=False)
 
     def checkpoint(self, state, step) -> None:
+        self.writer.flush()  # the log holds every record up to the checkpoint (in a bucket it is buffered)
         self.checkpointer.save(state)
 
     def early_stop(self) -> str | None:
@@ -328,6 +328,9 @@ class _NullWriter:
     """The metric writer of a process other than 0: writes nothing."""
 
     def write(self, step, metrics) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def close(self) -> None:

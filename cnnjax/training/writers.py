@@ -4,19 +4,23 @@ Whole files (JSON, CSV, PNG, HTML) go through `atomic_write`: written to a
 temporary name beside the target, flushed to disk, then renamed over it, so a
 reader sees the old or the new version, never half of one. `metrics.jsonl` is
 append-only (one JSON object per line); a kill can leave a torn last line, which
-`read_metrics` ignores and `MetricWriter` cuts off before appending again.
+`read_metrics` ignores and `MetricWriter` cuts off before appending again. In a
+bucket (`gs://`) the same files go through `cnnjax.training.files`: whole
+objects, and appends composed onto the log (see there).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from typing import IO, Any, Callable, Iterator, Mapping
+import time
+from typing import Any, Callable, Mapping
 
 from absl import logging
+
+from cnnjax.training import files
+from cnnjax.training.files import atomic_write  # noqa: F401 (re-exported: the writers' one way to replace a file)
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -26,47 +30,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/inf; keep them readable.
     return value
-
-
-def _fsync_directory(directory: str) -> None:
-    # The rename itself is durable only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
-    """Opens a temporary file that replaces `path` when the block ends without error.
-
-    Args:
-      path: the file to (re)write.
-      mode: "w" (text) or "wb" (bytes).
-      **open_kwargs: passed to `open` (e.g. `newline=""` for CSV).
-
-    Yields:
-      The open temporary file. On an exception it is deleted and `path` is untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
 
 
 def write_json(path: str, obj: Mapping[str, Any]) -> None:
@@ -97,12 +60,11 @@ def read_metrics(path_or_workdir: str) -> list[dict[str, Any]]:
     line that is not a JSON object, with a warning. A missing file has no records.
     """
     path = path_or_workdir
-    if os.path.isdir(path):
+    if files.isdir(path):
         path = os.path.join(path, METRICS_FILE)
-    if not os.path.exists(path):
+    if not files.exists(path):
         return []
-    with open(path, "rb") as f:
-        data = f.read()
+    data = files.read_bytes(path)
     lines = data.split(b"\n")
     if lines and lines[-1].strip():
         logging.warning("%s: dropped a torn last line (the writer was killed mid-line).", path)
@@ -122,36 +84,95 @@ def read_metrics(path_or_workdir: str) -> list[dict[str, Any]]:
 
 
 class MetricWriter:
-    """Appends metrics to `workdir/metrics.jsonl` and TensorBoard event files."""
+    """Appends metrics to `workdir/metrics.jsonl` and TensorBoard event files.
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    On a local disk each record is appended (and flushed) as it comes. In a
+    bucket, where every append is a request, records gather in memory and go
+    up together at `flush()` (call it before each checkpoint, so the log holds
+    every record the checkpoint has seen), at most `push_every_s` seconds
+    apart, and at `close()`.
+    """
+
+    def __init__(self, workdir: str, tensorboard: bool = True, push_every_s: float = 30.0):
         self.path = os.path.join(workdir, METRICS_FILE)
-        if os.path.exists(self.path):
-            complete = _complete_length(self.path)
-            if complete != os.path.getsize(self.path):
-                # A torn last line: appending after it would glue two records together.
-                os.truncate(self.path, complete)
-        self._file = open(self.path, "a")
+        self._remote = files.is_remote(workdir)
+        self._pending: list[str] = []
+        self._push_every_s, self._pushed_at = push_every_s, time.time()
+        self._file = None
+        if self._remote:
+            files.clean_remote_parts(self.path)  # an object is never torn; an append cut short leaves a part
+        else:
+            if os.path.exists(self.path):
+                complete = _complete_length(self.path)
+                if complete != os.path.getsize(self.path):
+                    # A torn last line: appending after it would glue two records together.
+                    os.truncate(self.path, complete)
+            self._file = open(self.path, "a")
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
+            if not self._remote:
+                drop_torn_event_records(workdir)
             self._tb = SummaryWriter(logdir=workdir, flush_secs=30)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-        # One write call of one whole line: a kill leaves at most a torn last line.
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        if self._remote:
+            self._pending.append(json.dumps(record) + "\n")
+            if time.time() - self._pushed_at >= self._push_every_s:
+                self.flush()
+        else:
+            # One write call of one whole line: a kill leaves at most a torn last line.
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, int(step))
 
+    def flush(self) -> None:
+        """Makes every record written so far durable (a no-op locally, where each already is)."""
+        if self._pending:
+            files.append_remote(self.path, "".join(self._pending).encode("utf-8"))
+            self._pending = []
+        self._pushed_at = time.time()
+
     def close(self) -> None:
-        self._file.close()
+        self.flush()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def drop_torn_event_records(workdir: str) -> list[str]:
+    """Cuts a torn last record off the TensorBoard event files in `workdir`; returns the files cut.
+
+    A resumed run writes a new event file, so a torn record would stay at the end
+    of the killed run's file, where readers such as `tf.data.TFRecordDataset`
+    stop with a data-loss error. Each record is an 8-byte length, a 4-byte CRC,
+    the data and a 4-byte CRC (TFRecord framing).
+    """
+    cut = []
+    for name in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []:
+        path = os.path.join(workdir, name)
+        if not name.startswith("events.out.tfevents.") or not os.path.isfile(path):
+            continue
+        size = os.path.getsize(path)
+        end = 0
+        with open(path, "rb") as f:
+            while end + 12 <= size:
+                f.seek(end)
+                length = int.from_bytes(f.read(8), "little")
+                if end + 16 + length > size:
+                    break
+                end += 16 + length
+        if end != size:
+            os.truncate(path, end)
+            logging.warning("%s: dropped a torn last record (the writer was killed mid-record).", path)
+            cut.append(path)
+    return cut
 
 
 def truncate_metrics(workdir: str, after_step: int) -> None:
@@ -166,7 +187,7 @@ def truncate_metrics(workdir: str, after_step: int) -> None:
 def rewrite_metrics(workdir: str, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Rewrites `workdir/metrics.jsonl` (atomically) with the records `keep` accepts; a torn line goes."""
     path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    if not files.exists(path):
         return
     kept = [r for r in read_metrics(path) if keep(r)]
     with atomic_write(path) as f:

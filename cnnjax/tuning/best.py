@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from typing import Any
 
 import jax
 from absl import logging
 
+from cnnjax.training import files
 from cnnjax.training.checkpoint import Checkpointer
 from cnnjax.training.sharding import replicate
 from cnnjax.training.writers import write_json
@@ -41,10 +41,10 @@ def keep_candidates(sweep, pop) -> None:
         return
     root = os.path.join(sweep.workdir, "best")
     top = set(_top(sweep))
-    if sweep.primary and os.path.isdir(root):
-        for name in os.listdir(root):
+    if sweep.primary and files.isdir(root):
+        for name in files.listdir(root):
             if name.isdigit() and int(name) not in top:
-                shutil.rmtree(os.path.join(root, name))
+                files.rmtree(os.path.join(root, name))
     for i, member in enumerate(pop.ids):
         if member in top:
             state = jax.tree_util.tree_map(lambda x, i=i: x[i], pop.state)
@@ -70,7 +70,7 @@ def write_best_runs(sweep) -> list[dict[str, Any]]:
     for member in _top(sweep):
         workdir = os.path.join(sweep.workdir, "best", str(member))
         rec = sweep.records[member]
-        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        if not files.isdir(os.path.join(workdir, "checkpoints")):
             logging.warning("member %d has no saved state (it ranked lower when it finished); not kept", member)
             continue
         config = member_config(sweep.config, rec.values)

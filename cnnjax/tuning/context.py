@@ -8,7 +8,6 @@ entry point that trains exactly the given members.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -16,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.training import config as config_lib
-from cnnjax.training import sharding
+from cnnjax.training import files, sharding
 from cnnjax.training.loop import Schedule
 from cnnjax.training.writers import MetricWriter
 from cnnjax.tuning import space as space_lib
@@ -193,7 +192,7 @@ def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any
         dataset = load_dataset(config.data)
     config_lib.validate_against_data(config, dataset.train.num_examples)
     if workdir:
-        os.makedirs(workdir, exist_ok=True)
+        files.makedirs(workdir)
     if plan is not None:
         config = config.copy_and_resolve_references()
         config.sweep.plan = plan

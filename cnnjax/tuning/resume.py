@@ -172,6 +172,8 @@ class Phases:
         }
         pop = trainer.unpadded(pop)  # the members only: a resume may spread them over another mesh
         tree = {"state": pop.state, "alive": pop.alive, "data_keys": pop.data_keys}
+        if getattr(sweep, "writer", None) is not None:
+            sweep.writer.flush()  # the log holds every record up to the checkpoint (in a bucket it is buffered)
         # Orbax steps count the sweep's steps so far (+ phase, so a 0-step phase boundary gets its own).
         self.checkpointer.save(tree, step=meta["global_step"] * 1000 + phase % 1000, meta=meta)
 

@@ -22,6 +22,7 @@ import os
 import time
 from typing import Any, Iterable
 
+from cnnjax.training import files
 from cnnjax.tuning import space as space_lib
 
 OPTUNA_SAMPLERS = ("tpe", "cmaes", "gp")
@@ -242,7 +243,7 @@ def open_study(sweep_config, workdir: str, space: dict[str, space_lib.Distributi
                  for k in sorted(set(old) | set(signature)) if old.get(k) != signature.get(k)]
         raise StudyError(f"study {name!r} in {storage_url} was recorded with a different space:\n  "
                          + "\n  ".join(diffs) + "\nUse another sweep.study_name or the same space.")
-    return Study(study, space, dists, os.path.abspath(workdir), storage_url, sweep_config.sampler, sweep_config.seed)
+    return Study(study, space, dists, files.absolute(workdir), storage_url, sweep_config.sampler, sweep_config.seed)
 
 
 def _containing(dist, value):

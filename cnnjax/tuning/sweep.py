@@ -34,6 +34,7 @@ import numpy as np
 from absl import logging
 
 from cnnjax.training import config as config_lib
+from cnnjax.training import files
 from cnnjax.training.loop import StopRequest
 from cnnjax.training.sharding import is_primary
 from cnnjax.training.train import _config_as_json, _load_dataset_once, check_workdir
@@ -301,7 +302,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
         dataset = _load_dataset_once(config)
     config_lib.validate_against_data(config, dataset.train.num_examples)
     check_workdir(config, workdir, allow_config_change)
-    if os.path.exists(os.path.join(workdir, "results.json")) and not allow_config_change:
+    if not allow_config_change and files.exists(os.path.join(workdir, "results.json")):
         raise SweepError(f"{workdir} already holds sweep results; use a new --workdir")
     try:
         study_lib.check_storage(config.sweep, workdir)
@@ -311,7 +312,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     # the files other than checkpoints (which orbax writes with all of them).
     primary = is_primary()
     if primary:
-        os.makedirs(workdir, exist_ok=True)
+        files.makedirs(workdir)
 
     from tqdm.auto import tqdm
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from typing import Any, Iterable
+
+from cnnjax.training import files
 
 
 def _hparam_value(value: Any) -> bool | str | float | int:
@@ -29,7 +30,7 @@ def write_member_runs(workdir: str, records: Iterable[Any], space_paths: Iterabl
     from tensorboardX.summary import hparams
 
     root = os.path.join(workdir, "tensorboard")
-    shutil.rmtree(root, ignore_errors=True)
+    files.rmtree(root)
     paths = list(space_paths)
     for rec in records:
         run = os.path.join(root, f"member_{rec.member:04d}")
