@@ -14,7 +14,6 @@ from flax import linen as nn
 
 from cnnjax.kernels import conv as conv_kernels
 from cnnjax.kernels import pool as pool_kernels
-from cnnjax.kernels.conv import CONV_IMPL_CHOICES  # noqa: F401 - configs name the choices here
 
 Initializer = Callable[..., jax.Array]
 

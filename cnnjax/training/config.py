@@ -299,13 +299,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def _model_option_choices(model_name: str) -> dict[str, tuple[str, ...]]:
     """The valid values of each named model option (the option is defined in cnnjax.models.layers)."""
+    from cnnjax.kernels.conv import CONV_IMPL_CHOICES
     from cnnjax.models import airbench, layers
 
     choices = {
         "activation": layers.ACTIVATION_CHOICES,
         "kernel_init": layers.INIT_CHOICES,
         "pooling": layers.POOLING_CHOICES,
-        "conv_impl": layers.CONV_IMPL_CHOICES,
+        "conv_impl": CONV_IMPL_CHOICES,
     }
     if model_name.startswith("airbench"):  # its own extras: PyTorch's exact GELU and identity-start kernels
         choices["activation"] = airbench.ACTIVATIONS

@@ -46,7 +46,7 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
 
 
-def _config_as_json(config: ml_collections.ConfigDict) -> dict:
+def config_as_json(config: ml_collections.ConfigDict) -> dict:
     # Round trip through JSON so tuples/lists compare equal to a file's contents.
     return json.loads(config.to_json_best_effort(sort_keys=True))
 
@@ -57,7 +57,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, allow_config_
     if allow_config_change or not files.exists(path):
         return
     old = json.loads(files.read_text(path))
-    diffs = config_lib.config_diff(old, _config_as_json(config))
+    diffs = config_lib.config_diff(old, config_as_json(config))
     if diffs:
         raise WorkdirConfigMismatchError(
             f"{workdir} holds a run with a different config:\n  "
@@ -123,7 +123,7 @@ def train_and_evaluate(
         num_train, num_classes, image_shape = feed_info.num_train_examples, feed_info.num_classes, feed_info.image_shape
     else:
         if dataset is None:
-            dataset = _load_dataset_once(config)
+            dataset = load_dataset_once(config)
         num_train, num_classes, image_shape = dataset.train.num_examples, dataset.num_classes, dataset.image_shape
     config_lib.validate_against_data(config, num_train)
     check_workdir(config, workdir, allow_config_change)
@@ -158,7 +158,7 @@ def train_and_evaluate(
     if primary:  # records past the restored step (all, with no checkpoint) are logged again
         truncate_metrics(workdir, int(state.step))
     if primary:
-        write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+        write_json(os.path.join(workdir, "config.json"), config_as_json(config))
     writer = MetricWriter(workdir, tensorboard=config.tensorboard) if primary else _NullWriter()
 
     if config.data.streaming:
@@ -305,7 +305,7 @@ class _RunTask:
         return self.monitor_stop
 
 
-def _load_dataset_once(config: ml_collections.ConfigDict):
+def load_dataset_once(config: ml_collections.ConfigDict):
     """Loads the data set; with several processes, process 0 prepares it first.
 
     (TFDS preparation is not safe to run from two processes into one data_dir.)

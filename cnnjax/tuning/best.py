@@ -61,7 +61,7 @@ def write_best_runs(sweep) -> list[dict[str, Any]]:
     from cnnjax.training.loop import Schedule
     from cnnjax.training.optim import optimizer_from_config
     from cnnjax.training.state import count_params, create_train_state
-    from cnnjax.training.train import _config_as_json, build_model
+    from cnnjax.training.train import build_model, config_as_json
     from cnnjax.tuning.population import member_config
 
     if not sweep.config.sweep.keep_best:
@@ -102,7 +102,7 @@ def write_best_runs(sweep) -> list[dict[str, Any]]:
             summary.update({f"{name}/{k}": v for k, v in feed.evaluate(state, name).items()})
         if "eval/accuracy" in summary:
             rec.extra["test_accuracy"] = summary["eval/accuracy"]
-        write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+        write_json(os.path.join(workdir, "config.json"), config_as_json(config))
         write_json(os.path.join(workdir, "summary.json"), summary)
         out.append({"member": member, "workdir": workdir, "test_accuracy": summary.get("eval/accuracy")})
     return out

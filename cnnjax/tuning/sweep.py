@@ -37,7 +37,7 @@ from cnnjax.training import config as config_lib
 from cnnjax.training import files
 from cnnjax.training.loop import StopRequest
 from cnnjax.training.sharding import is_primary
-from cnnjax.training.train import _config_as_json, _load_dataset_once, check_workdir
+from cnnjax.training.train import check_workdir, config_as_json, load_dataset_once
 from cnnjax.training.writers import write_json
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
@@ -299,7 +299,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     space = validate_sweep(config)
     _member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
     if dataset is None:
-        dataset = _load_dataset_once(config)
+        dataset = load_dataset_once(config)
     config_lib.validate_against_data(config, dataset.train.num_examples)
     check_workdir(config, workdir, allow_config_change)
     if not allow_config_change and files.exists(os.path.join(workdir, "results.json")):
@@ -329,7 +329,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
             progress.close()
             raise SweepError(str(err)) from None
         if primary:
-            write_json(os.path.join(workdir, "config.json"), _config_as_json(config))
+            write_json(os.path.join(workdir, "config.json"), config_as_json(config))
         sweep.extra, sweep.start_time = {}, start
         try:
             if config.sweep.sampler in study_lib.OPTUNA_SAMPLERS:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 
-def _check_records(path: Path) -> str | None:
+def check_records(path: Path) -> str | None:
     """TensorBoard event file: length-prefixed records; a torn tail is what readers stop at."""
     data = path.read_bytes()
     offset = 0
@@ -75,7 +75,7 @@ def check_file(path: Path, *, allow_torn_tail: bool) -> str | None:
         elif name.startswith("events.out.tfevents"):
             # TensorBoard reads a file up to a torn last record, and a resumed run starts a new file,
             # so a torn tail loses at most the killed run's last unflushed scalars.
-            problem = _check_records(path)
+            problem = check_records(path)
             return None if problem == "torn tail" else problem
     except Exception as err:  # noqa: BLE001 (any parse failure is the finding)
         return f"{type(err).__name__}: {err}"

@@ -62,9 +62,9 @@ def test_event_file_framing(tmp_path):
     faults = _faults()
     record = (5).to_bytes(8, "little") + b"\0" * 4 + b"hello" + b"\0" * 4
     (tmp_path / "events.out.tfevents.1").write_bytes(record * 3)
-    assert faults._check_records(tmp_path / "events.out.tfevents.1") is None
+    assert faults.check_records(tmp_path / "events.out.tfevents.1") is None
     (tmp_path / "events.out.tfevents.1").write_bytes(record * 3 + record[:10])
-    assert faults._check_records(tmp_path / "events.out.tfevents.1") == "torn tail"
+    assert faults.check_records(tmp_path / "events.out.tfevents.1") == "torn tail"
 
 
 @pytest.mark.slow
