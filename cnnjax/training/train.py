@@ -7,6 +7,7 @@ then compile and write. Outputs in the workdir: `config.json`, `metrics.jsonl`,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -135,17 +136,19 @@ def train_and_evaluate(
     steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
     tx = optimizer_from_config(config, steps_per_epoch, total_steps)
     init_key, data_key = member_keys(config.seed, config.get("data_seed"))
-    state = create_train_state(
+    # One compiled program, optimiser state included: run eagerly, each op of the
+    # init compiles on its own (seconds of start-up on a CPU).
+    state = jax.jit(functools.partial(
+        create_train_state,
         model,
         tx,
-        init_key,
-        tuple(image_shape),
+        input_shape=tuple(image_shape),
         l2=config.loss.l2,
         l1=config.loss.l1,
         label_smoothing=config.loss.label_smoothing,
         precision=config.precision,
         ema_decay=config.optimizer.ema_decay,
-    )
+    ))(init_key)
     num_params = count_params(state.params)
     # Replicated over the mesh before a restore, so the checkpoint lands in place.
     state = sharding.replicate(state, mesh)

@@ -39,14 +39,16 @@ TORCH_SCRIPT = os.path.join(ROOT, "experiments", "benchmarks", "torch_folder_len
 DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-train-jpg.tar.gz")
 
 
-def commands(data_path: str, workdir: str, num_epochs: float, learning_rate: float) -> dict[str, list[str]]:
+def commands(data_path: str, workdir: str, num_epochs: float, learning_rate: float,
+             torch_threads: int = 0) -> dict[str, list[str]]:
     """The two commands of one round, by framework."""
     return {
         "cnnjax": [sys.executable, "-m", "cnnjax.main", f"--config={CONFIG}", f"--workdir={workdir}/cnnjax",
                    f"--config.data.path={data_path}", "--config.model.name=lenet5",
                    f"--config.num_epochs={num_epochs:g}", f"--config.optimizer.learning_rate={learning_rate:g}"],
         "pytorch": [sys.executable, TORCH_SCRIPT, f"--data_path={data_path}", f"--workdir={workdir}/pytorch",
-                    f"--num_epochs={num_epochs:g}", f"--learning_rate={learning_rate:g}"],
+                    f"--num_epochs={num_epochs:g}", f"--learning_rate={learning_rate:g}",
+                    f"--threads={torch_threads}"],
     }
 
 
@@ -132,6 +134,9 @@ def main() -> None:
     parser.add_argument("--num_epochs", type=float, default=15)
     parser.add_argument("--learning_rate", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs; the first framework alternates")
+    parser.add_argument("--torch_threads", type=int, default=0,
+                        help="the PyTorch script's --threads (0: PyTorch's default). On a loaded shared CPU "
+                             "PyTorch's default two threads ran LeNet-5 steps 6-13x slower than one thread")
     parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure decode vs statistics and the TensorFlow import once")
     parser.add_argument("--out", help="write the records to this JSON file")
@@ -142,7 +147,8 @@ def main() -> None:
     if args.rounds < 1:
         parser.exit(2, f"--rounds={args.rounds}: must be at least 1\n")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"{os.cpu_count()} CPUs, load {load}; {args.num_epochs:g} epochs, {args.rounds} round(s)", flush=True)
+    print(f"{os.cpu_count()} CPUs, load {load}; {args.num_epochs:g} epochs, {args.rounds} round(s), "
+          f"PyTorch threads {args.torch_threads or 'default'}", flush=True)
     records = []
     with tempfile.TemporaryDirectory() as scratch:
         for index in range(args.rounds):
@@ -150,7 +156,8 @@ def main() -> None:
             for framework in order:
                 workdir = os.path.join(scratch, str(index))
                 os.makedirs(workdir, exist_ok=True)
-                command = commands(data_path, workdir, args.num_epochs, args.learning_rate)[framework]
+                command = commands(data_path, workdir, args.num_epochs, args.learning_rate,
+                                   args.torch_threads)[framework]
                 record = run_command(framework, command, workdir)
                 record["round"] = index
                 records.append(record)
@@ -160,6 +167,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"records": records, "probe": probed, "num_epochs": args.num_epochs,
+                       "torch_threads": args.torch_threads,
                        "load_avg_at_start": load}, f, indent=1)
 
 

@@ -114,11 +114,11 @@ def augment(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.
 
 
 @torch.no_grad()
-def evaluate(model, images, labels, batch_size):
+def evaluate(model, images, labels, batch_size, normalise):
     model.eval()
     loss = correct = 0.0
     for start in range(0, len(labels), batch_size):
-        logits = model(images[start:start + batch_size])
+        logits = model(normalise(images[start:start + batch_size]))
         y = labels[start:start + batch_size]
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -135,7 +135,12 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--eval_batch_size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: PyTorch's default, one per core). On a CPU shared "
+                             "with other jobs, 1 can be several times faster: threads wait on each other")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     times = {"imports": IMPORT_S}
     t = time.time()
     images, labels, classes = read_folder(args.data_path)
@@ -143,14 +148,19 @@ def main() -> None:
 
     t = time.time()
     train, val, test = stratified_split(labels)
-    x_train = images[train].astype(np.float32) / 255.0
-    mean, std = x_train.mean(axis=(0, 1, 2)), x_train.std(axis=(0, 1, 2))
+    # uint8 NCHW in memory, normalised a batch at a time (as cnnjax does); statistics in torch.
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    pixels = images[torch.from_numpy(train)].float().div_(255)
+    mean, std = pixels.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), pixels.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    del pixels
 
-    def tensors(rows):
-        x = (images[rows].astype(np.float32) / 255.0 - mean) / std
-        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels[rows])
+    def split(rows):
+        return images[torch.from_numpy(rows)], torch.from_numpy(labels[rows])
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = tensors(train), tensors(val), tensors(test)
+    def normalise(x):
+        return x.float().div_(255).sub_(mean).div_(std)
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(train), split(val), split(test)
     times["statistics"] = time.time() - t
 
     torch.manual_seed(args.seed)
@@ -179,7 +189,7 @@ def main() -> None:
             if step == total:
                 break
             rows = order[index * args.batch_size:(index + 1) * args.batch_size]
-            x = augment(x_train[rows], 4, generator)
+            x = augment(normalise(x_train[rows]), 4, generator)
             loss = F.cross_entropy(model(x), y_train[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -198,14 +208,14 @@ def main() -> None:
         times["train"] += time.time() - t
         t = time.time()
         if step < total:  # the last epoch's validation is the final one below
-            val = evaluate(model, x_val, y_val, args.eval_batch_size)
+            val = evaluate(model, x_val, y_val, args.eval_batch_size, normalise)
             metrics.write(json.dumps({"step": step, **{f"val/{k}": v for k, v in val.items()}}) + "\n")
             print(f"epoch {step // steps_per_epoch}: val accuracy {val['accuracy']:.4f}", flush=True)
         times["eval"] += time.time() - t
         t = time.time()
     t = time.time()
-    val = evaluate(model, x_val, y_val, args.eval_batch_size)
-    test = evaluate(model, x_test, y_test, args.eval_batch_size)
+    val = evaluate(model, x_val, y_val, args.eval_batch_size, normalise)
+    test = evaluate(model, x_test, y_test, args.eval_batch_size, normalise)
     times["eval"] += time.time() - t
     t = time.time()
     metrics.close()
