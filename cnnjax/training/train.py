@@ -7,6 +7,7 @@ then compile and write. Outputs in the workdir: `config.json`, `metrics.jsonl`,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -125,6 +126,7 @@ def train_and_evaluate(
         if dataset is None:
             dataset = load_dataset_once(config)
         num_train, num_classes, image_shape = dataset.train.num_examples, dataset.num_classes, dataset.image_shape
+    data_done = time.time()
     config_lib.validate_against_data(config, num_train)
     check_workdir(config, workdir, allow_config_change)
     model = build_model(config, num_classes)
@@ -133,17 +135,19 @@ def train_and_evaluate(
     steps_per_epoch, total_steps = schedule.steps_per_epoch, schedule.total_steps
     tx = optimizer_from_config(config, steps_per_epoch, total_steps)
     init_key, data_key = member_keys(config.seed, config.get("data_seed"))
-    state = create_train_state(
+    # One compiled program, optimiser state included: run eagerly, each op of the
+    # init compiles on its own (seconds of start-up on a CPU).
+    state = jax.jit(functools.partial(
+        create_train_state,
         model,
         tx,
-        init_key,
-        tuple(image_shape),
+        input_shape=tuple(image_shape),
         l2=config.loss.l2,
         l1=config.loss.l1,
         label_smoothing=config.loss.label_smoothing,
         precision=config.precision,
         ema_decay=config.optimizer.ema_decay,
-    )
+    ))(init_key)
     num_params = count_params(state.params)
     # Replicated over the mesh before a restore, so the checkpoint lands in place.
     state = sharding.replicate(state, mesh)
@@ -175,9 +179,14 @@ def train_and_evaluate(
     step = int(state.step)
     bar = progress_bar(total_steps, step, config.progress_bar and primary)
     task.bar = bar
+    loop_start = time.time()
     try:
         result = run_loop(task, state, step, total_steps, schedule, stop_at=stop_after_steps, bar=bar)
         state, step = result.state, result.step
+        # Where the wall time went (seconds), for `experiments/benchmarks/end_to_end.py`.
+        times = {"data": data_done - start_time, "setup": loop_start - data_done,
+                 "compile": result.first_step_s or 0.0, "eval": task.eval_s, "checkpoint": task.checkpoint_s}
+        times["train"] = time.time() - loop_start - sum(times[k] for k in ("compile", "eval", "checkpoint"))
         status = "completed"
         if result.early:
             print(f"Stopped early at step {step}: {result.stopped}", flush=True)
@@ -205,14 +214,22 @@ def train_and_evaluate(
         if status == "interrupted":
             summary.update(task.last_means)
             return summary
+        t = time.time()
         checkpointer.save(state)
+        times["checkpoint"] += time.time() - t
         summary.update(task.last_means or _previous_train_metrics(workdir))
+        t = time.time()
         for name in feed.eval_splits:
             result = feed.evaluate(state, name)
             summary.update({f"{name}/{k}": v for k, v in result.items()})
+            task.first_eval_s = task.first_eval_s or time.time() - t
+        times["eval"] += time.time() - t
         writer.write(step, {k: v for k, v in summary.items() if k.startswith(("val/", "eval/"))})
         if monitor is not None:
             monitor.finish(summary)
+        summary.update({f"time/{k}_s": round(v, 3) for k, v in times.items()})
+        if task.first_eval_s is not None:  # part of time/eval_s
+            summary["time/first_eval_s"] = round(task.first_eval_s, 3)
         summary["wall_time_s"] = time.time() - start_time
         if primary:
             write_json(os.path.join(workdir, "summary.json"), summary)
@@ -241,6 +258,8 @@ class _RunTask:
         self.interval_start = time.time()
         self.bar = None
         self.profiler = None
+        self.eval_s = self.checkpoint_s = 0.0  # wall time inside evaluate / checkpoint
+        self.first_eval_s: float | None = None  # the first evaluation, its compile included
 
     def step(self, state, step):
         self.profiler.at(step, state)
@@ -291,7 +310,10 @@ class _RunTask:
     def evaluate(self, state, step) -> None:
         if "val" not in self.feed.eval_splits:
             return
+        start = time.time()
         val = self.feed.evaluate(state, "val")
+        self.eval_s += time.time() - start
+        self.first_eval_s = self.first_eval_s or time.time() - start
         self.writer.write(step, {f"val/{k}": v for k, v in val.items()})
         if self.monitor is not None:
             self.writer.write(step, self.monitor.evaluate(step, val))
@@ -299,7 +321,9 @@ class _RunTask:
 
     def checkpoint(self, state, step) -> None:
         self.writer.flush()  # the log holds every record up to the checkpoint (in a bucket it is buffered)
+        start = time.time()
         self.checkpointer.save(state)
+        self.checkpoint_s += time.time() - start
 
     def early_stop(self) -> str | None:
         return self.monitor_stop

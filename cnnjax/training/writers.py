@@ -83,6 +83,28 @@ def read_metrics(path_or_workdir: str) -> list[dict[str, Any]]:
     return records
 
 
+def _tensorboardx():
+    """Imports tensorboardX without PyTorch.
+
+    tensorboardX's writer imports torch when it is installed, only to annotate
+    types: 1.5-3 s of every run's start-up on the 2-core CPU. `import torch`
+    fails while tensorboardX loads (it then uses numpy's types) and works
+    again after; a torch already imported is left alone.
+    """
+    import sys
+
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
 class MetricWriter:
     """Appends metrics to `workdir/metrics.jsonl` and TensorBoard event files.
 
@@ -110,11 +132,9 @@ class MetricWriter:
             self._file = open(self.path, "a")
         self._tb = None
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
             if not self._remote:
                 drop_torn_event_records(workdir)
-            self._tb = SummaryWriter(logdir=workdir, flush_secs=30)
+            self._tb = _tensorboardx().SummaryWriter(logdir=workdir, flush_secs=30)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}

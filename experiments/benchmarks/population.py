@@ -57,7 +57,7 @@ def _time(fn, repeats):
     return (time.perf_counter() - t0) / repeats
 
 
-def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_size=32):
+def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_size=32, chunk_size=4):
     config = base_config()
     config.model.name = model_name
     config.batch_size = batch_size
@@ -92,8 +92,8 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
         args = (pop.state, pop.alive, pop.data_keys, perms, jnp.asarray(0), images, labels)
         compiled = {}
         for name in plan_names:
-            plan = plans.Plan(name, chunk_size=4 if name == "chunked" else None)
-            if name == "chunked" and size <= 4:
+            plan = plans.Plan(name, chunk_size=chunk_size if name == "chunked" else None)
+            if name == "chunked" and size <= chunk_size:
                 continue
             compiled[str(plan)] = jax.jit(plans.map_members(member_step, plan, False), donate_argnums=(0,))
         auto_plan, auto_fn, _ = plans.choose_plan(member_step, args, "auto")

@@ -83,7 +83,7 @@ def main() -> None:
             predict_run(workdir, config, folder, out)
             whole = args.images / (time.perf_counter() - start)
             run = restore_run(workdir, config)
-            run.predict_logits(images[: args.batch_size], args.batch_size)  # compiles
+            run.predict_logits(images, args.batch_size)  # compiles (the program takes several batches a call)
             start = time.perf_counter()
             run.predict_logits(images, args.batch_size)
             forward = args.images / (time.perf_counter() - start)

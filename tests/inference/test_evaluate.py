@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,27 @@ def test_overrides_outside_data_are_refused(trained_run):
     config.model.name, config.optimizer.learning_rate = "resnet18", 1.0
     with pytest.raises(InferenceError, match="got model.name, optimizer.learning_rate"):
         check_overrides(trained_run[0], config)
+
+
+# The CLI with the data loader standing in for a data set of 2-channel images (no image folder or
+# built-in set has such images; a TFDS set can), and any compile turned into a crash.
+TWO_CHANNEL_CLI = (
+    "import sys, numpy as np; import cnnjax.data.one_split as one; import cnnjax.inference.restore as restore; "
+    "one.load_one_split = lambda data, split='test': (np.zeros((3, 28, 28, 2), np.uint8), ['0', '1', '2']); "
+    "restore.RestoredRun.predict_logits = lambda *a, **k: sys.exit('compiled before the data was checked'); "
+    "from cnnjax.main import run; sys.argv = ['cnnjax', *sys.argv[1:]]; run()"
+)
+
+
+def test_cli_eval_refuses_data_whose_channels_cannot_match_the_checkpoint(run_copy):
+    before = snapshot(run_copy)
+    result = subprocess.run([sys.executable, "-c", TWO_CHANNEL_CLI, "--mode=eval", f"--workdir={run_copy}"],
+                            capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: data.name=mnist5k: images of shape (28, 28, 2) cannot be converted to the run's input (28, 28, 1); "
+        "only 1 (gray), 3 (RGB) or 4 (RGBA) channels can be converted."
+    ], result.stderr
+    assert "Traceback" not in result.stderr and "compiled" not in result.stderr
+    assert snapshot(run_copy) == before
