@@ -128,9 +128,9 @@ def _user_errors() -> tuple[type, ...]:
     from cnnjax.inference.restore import InferenceError
     from cnnjax.training.config import ConfigError
     from cnnjax.training.train import NonFiniteLossError, WorkdirConfigMismatchError
+    from cnnjax.tuning.context import SweepError
     from cnnjax.tuning.plans import PlanError
     from cnnjax.tuning.space import SpaceError
-    from cnnjax.tuning.sweep import SweepError
 
     return (ConfigError, WorkdirConfigMismatchError, NonFiniteLossError, DatasetNotPreparedError, DataError,
             SpaceError, SweepError, PlanError, SymmetryRefusal, InferenceError)

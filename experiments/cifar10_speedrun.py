@@ -104,7 +104,7 @@ def run(config, workdir: str, *, data_path: str | None = None, runs: int = 1, da
     """
     import jax
 
-    from cnnjax.training.writers import atomic_write
+    from cnnjax.training.files import atomic_write
 
     os.makedirs(workdir, exist_ok=True)
     wall_start = time.perf_counter()

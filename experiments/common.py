@@ -157,7 +157,7 @@ def write_table(workdir: str, rows: Sequence[dict[str, Any]], name: str = "table
     Each file is written to a temporary name and renamed, so a run killed
     mid-write leaves the previous table whole.
     """
-    from cnnjax.training.writers import atomic_write
+    from cnnjax.training.files import atomic_write
 
     os.makedirs(workdir, exist_ok=True)
     columns = list(columns or _columns(rows))
@@ -193,7 +193,7 @@ def pyplot():
 
 def save_figure(fig, workdir: str, name: str) -> str:
     """Saves `fig` as `DIR/<name>.png` (temporary name, then renamed) and closes it."""
-    from cnnjax.training.writers import atomic_write
+    from cnnjax.training.files import atomic_write
 
     path = os.path.join(workdir, name if name.endswith(".png") else f"{name}.png")
     fig.tight_layout()
@@ -207,10 +207,10 @@ def save_figure(fig, workdir: str, name: str) -> str:
 def train(config, members: list[dict[str, Any]], *, dataset=None, workdir: str | None = None, plan: str | None = None):
     """Trains `members` (dicts of config path -> value) as populations; returns their records.
 
-    See `cnnjax.tuning.sweep.train_members`: values that change shapes or code
+    See `cnnjax.tuning.context.train_members`: values that change shapes or code
     split the members into groups trained one after another.
     """
-    from cnnjax.tuning.sweep import train_members
+    from cnnjax.tuning.context import train_members
 
     return train_members(config, members, dataset=dataset, workdir=workdir, plan=plan,
                          progress=sys.stderr.isatty())

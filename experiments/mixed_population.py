@@ -149,9 +149,10 @@ def train_mixed(config, members: list[dict[str, Any]], *, dataset, plan: str = "
     import jax.numpy as jnp
 
     from cnnjax.training import config as config_lib
+    from cnnjax.training.feeds import member_keys
     from cnnjax.training.optim import make_optimizer, set_hyperparams
     from cnnjax.training.state import create_train_state, make_apply_fn
-    from cnnjax.training.train import build_model, member_keys
+    from cnnjax.training.train import build_model
     from cnnjax.training.writers import MetricWriter
     from cnnjax.tuning.population import Population
     from cnnjax.tuning.runner import MemberRecord, PopulationTrainer

@@ -22,10 +22,10 @@ from cnnjax.data import pipeline
 from cnnjax.data.splits import stratified_subset
 from cnnjax.diagnostics.monitors import kernel_leaves
 from cnnjax.diagnostics.settings import CheckSettings
+from cnnjax.training.feeds import member_keys
 from cnnjax.training.optim import make_optimizer, optimizer_from_config
 from cnnjax.training.state import TrainState, create_train_state
 from cnnjax.training.steps import train_step
-from cnnjax.training.train import member_keys
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 

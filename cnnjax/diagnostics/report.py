@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from cnnjax.training import files
-from cnnjax.training.writers import atomic_write, save_figure
+from cnnjax.training.files import atomic_write
+from cnnjax.training.writers import save_figure
 
 MAX_LAYERS_IN_HISTOGRAMS = 8
 

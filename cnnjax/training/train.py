@@ -23,14 +23,7 @@ from cnnjax.models import get_model
 from cnnjax.training import config as config_lib
 from cnnjax.training import files, sharding
 from cnnjax.training.checkpoint import Checkpointer
-from cnnjax.training.feeds import (  # noqa: F401 (eval_split, make_*: re-exported)
-    InMemoryFeed,
-    StreamingFeed,
-    eval_split,
-    make_eval_fn,
-    make_step_fn,
-    member_keys,
-)
+from cnnjax.training.feeds import InMemoryFeed, StreamingFeed, member_keys
 from cnnjax.training.loop import Schedule, progress_bar, run_loop
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.profiling import StepProfiler

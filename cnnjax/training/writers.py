@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 from absl import logging
 
 from cnnjax.training import files
-from cnnjax.training.files import atomic_write  # noqa: F401 (re-exported: the writers' one way to replace a file)
+from cnnjax.training.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -49,7 +49,7 @@ class Sweep:
         self.plans_used: list[dict[str, Any]] = []
         self.next_id = 0
         self.trainers: dict[str, PopulationTrainer] = {}
-        self.mesh = _member_mesh(config.sweep.mesh_devices)
+        self.mesh = member_mesh(config.sweep.mesh_devices)
         self.primary = sharding.is_primary()
         self.phases = Phases(self, workdir if checkpoints else None, config.keep_checkpoints, stop_after_steps, stop)
         self.study = None
@@ -99,7 +99,7 @@ class Sweep:
         return self.trainers[key]
 
     def population(self, group_config, members, ids):
-        pop = init_population(group_config, [_traced(m) for m in members], self.dataset.num_classes,
+        pop = init_population(group_config, [traced_values(m) for m in members], self.dataset.num_classes,
                               self.dataset.image_shape, self.dataset.train.num_examples,
                               shared_batches=self.config.sweep.shared_batches)
         return dataclasses.replace(pop, ids=list(ids))
@@ -117,11 +117,11 @@ class Sweep:
                  "fits": t.fits, "picked": t.picked} for t in trainer.trials]
 
 
-def _traced(values: dict[str, Any]) -> dict[str, Any]:
+def traced_values(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in space_lib.TRACED_PATHS}
 
 
-def _member_mesh(mesh_devices: int):
+def member_mesh(mesh_devices: int):
     """The `member` mesh (every device of every process with several processes), or None for one device."""
     devices = jax.devices()
     count = len(devices) if mesh_devices == 0 else mesh_devices
@@ -138,13 +138,13 @@ def _member_mesh(mesh_devices: int):
     return Mesh(np.asarray(devices[:count]), ("member",))
 
 
-def _groups(members):
+def group_members(members):
     return space_lib.split_static(members)
 
 
-def _train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], label: str = ""):
+def train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], label: str = ""):
     """Trains members (split into static groups) for the whole budget."""
-    groups = _groups(members)
+    groups = group_members(members)
     for g, (static, idx) in enumerate(groups):
         group_config = member_config(sweep.config, static)
         group_ids = [ids[i] for i in idx]
@@ -202,7 +202,7 @@ def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any
     sweep = Sweep(config, dataset, workdir, {}, bar)
     try:
         ids = sweep.new_records(members)
-        _train_groups(sweep, members, ids)
+        train_groups(sweep, members, ids)
     finally:
         bar.close()
         if sweep.writer:

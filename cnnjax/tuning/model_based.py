@@ -36,7 +36,7 @@ def round_batch(study: study_lib.Study, round_index: int, size: int) -> list[tup
 
 def run_model_based(sweep) -> None:
     """`sweep.rounds` rounds of ask (a population batch), train, tell."""
-    from cnnjax.tuning.context import _train_groups
+    from cnnjax.tuning.context import train_groups
 
     s = sweep.config.sweep
     rounds = []
@@ -50,7 +50,7 @@ def run_model_based(sweep) -> None:
         ids = sweep.new_records(members, round_index=r)
         for member, (number, _) in zip(ids, batch):
             sweep.records[member].extra["trial"] = number
-        _train_groups(sweep, members, ids, label=f"round {r + 1}/{s.rounds}")
+        train_groups(sweep, members, ids, label=f"round {r + 1}/{s.rounds}")
         t2 = time.perf_counter()
         for member, (number, _) in zip(ids, batch):
             if sweep.study is not None:

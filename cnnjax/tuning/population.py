@@ -4,7 +4,7 @@ The state is one `TrainState` whose every leaf has a leading member axis:
 parameters, BatchNorm statistics (never mixed across members), optimiser state,
 rng, and the traced hyperparameters (optimiser ones inside `opt_state`, loss
 ones in `loss_hparams`, `dropout_rate` in `model_hparams`). The member step is
-`cnnjax.training.train.make_step_fn` — the single-run step — mapped over that
+`cnnjax.training.feeds.make_step_fn` — the single-run step — mapped over that
 axis by one of the execution plans in `cnnjax.tuning.plans`.
 """
 
@@ -19,10 +19,11 @@ import ml_collections
 import numpy as np
 
 from cnnjax.data import pipeline
+from cnnjax.training.feeds import eval_split, make_step_fn, member_keys
 from cnnjax.training.loop import Schedule
 from cnnjax.training.optim import find_hyperparams, optimizer_from_config, set_hyperparams
 from cnnjax.training.state import TrainState, create_train_state, make_apply_fn
-from cnnjax.training.train import build_model, eval_split, make_step_fn, member_keys
+from cnnjax.training.train import build_model
 
 LOSS_KEYS = {"loss.l2": "l2", "loss.l1": "l1", "loss.label_smoothing": "label_smoothing"}
 

@@ -9,7 +9,8 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from cnnjax.training.writers import atomic_write, read_metrics, save_figure, write_json
+from cnnjax.training.files import atomic_write
+from cnnjax.training.writers import read_metrics, save_figure, write_json
 
 
 def write_results(workdir: str, rows: list[dict[str, Any]]) -> None:

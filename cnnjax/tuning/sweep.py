@@ -45,20 +45,12 @@ from cnnjax.tuning import study as study_lib
 from cnnjax.tuning import tb_hparams
 from cnnjax.tuning.best import score, write_best_runs
 from cnnjax.tuning.budget import hyperband_brackets, planned_member_steps
-from cnnjax.tuning.context import (  # noqa: F401 (SweepError, train_members: re-exported)
-    Sweep,
-    SweepError,
-    _groups,
-    _member_mesh,
-    _traced,
-    _train_groups,
-    train_members,
-)
+from cnnjax.tuning.context import Sweep, SweepError, group_members, member_mesh, traced_values, train_groups
 from cnnjax.tuning.model_based import run_model_based
 from cnnjax.tuning.population import member_config, set_member_values, take_members
 from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
 from cnnjax.tuning.runner import AgreedStop
-from cnnjax.tuning.space import narrow_space  # noqa: F401 (re-exported)
+from cnnjax.tuning.space import narrow_space
 
 STRATEGY_CHOICES = ("single", "coarse_to_fine", "successive_halving", "hyperband", "pbt")
 # PBT perturbs only values that act during training (not seeds or init scale).
@@ -135,7 +127,7 @@ def run_single(sweep: Sweep) -> None:
     s = sweep.config.sweep
     members = space_lib.sample(sweep.space, s.sampler, None if s.sampler == "grid" else s.population_size,
                                seed=s.seed, grid_points=s.grid_points)
-    _train_groups(sweep, members, sweep.new_records(members))
+    train_groups(sweep, members, sweep.new_records(members))
 
 
 def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
@@ -145,7 +137,7 @@ def run_coarse_to_fine(sweep: Sweep, edge_fraction: float = 0.1) -> None:
     for r in range(s.rounds):
         members = space_lib.sample(space, s.sampler, s.population_size, seed=s.seed + r)
         ids = sweep.new_records(members, round_index=r)
-        _train_groups(sweep, members, ids, f"round {r + 1}/{s.rounds}")
+        train_groups(sweep, members, ids, f"round {r + 1}/{s.rounds}")
         ranked = sorted(ids, key=lambda i: -score(sweep.records[i]))
         top = [sweep.records[i] for i in ranked[: s.top_k]]
         rounds.append({"round": r, "space": {k: str(v) for k, v in space.items()},
@@ -163,7 +155,7 @@ def _halve(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], min_epoc
     """Successive halving of `members` from a first rung at `min_epochs`; returns the rung log."""
     s = sweep.config.sweep
     rungs_log = []
-    for static, idx in _groups(members):
+    for static, idx in group_members(members):
         group_config = member_config(sweep.config, static)
         pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
         trainer = sweep.trainer(group_config)
@@ -220,7 +212,7 @@ def run_pbt(sweep: Sweep) -> None:
     ids = sweep.new_records(members)
     rng = np.random.default_rng(s.seed)
     events = []
-    for static, idx in _groups(members):
+    for static, idx in group_members(members):
         group_config = member_config(sweep.config, static)
         pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
         trainer = sweep.trainer(group_config)
@@ -270,8 +262,8 @@ def _perturb(path: str, value: float, factor: float) -> float:
 def _exploit(pop, source, values, config):
     """Members copy the state of `source[i]` (weights, optimiser, BN) and take `values[i]`."""
     moved = take_members(pop, source)
-    state = set_member_values(moved.state, config, [_traced(v) for v in values])
-    return dataclasses.replace(moved, state=state, values=[_traced(v) for v in values], ids=list(pop.ids),
+    state = set_member_values(moved.state, config, [traced_values(v) for v in values])
+    return dataclasses.replace(moved, state=state, values=[traced_values(v) for v in values], ids=list(pop.ids),
                                data_keys=pop.data_keys)
 
 
@@ -297,7 +289,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     start = time.time()
     config_lib.validate_config(config)
     space = validate_sweep(config)
-    _member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
+    member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
     if dataset is None:
         dataset = load_dataset_once(config)
     config_lib.validate_against_data(config, dataset.train.num_examples)

@@ -50,7 +50,7 @@ import threading
 import time
 from pathlib import Path
 
-from experiments.benchmarks.workdir_checks import check_file, check_records, check_workdir  # noqa: F401
+from experiments.benchmarks.workdir_checks import check_workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "experiments" / "configs" / "default.py"

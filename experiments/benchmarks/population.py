@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.training.config import base_config
+from cnnjax.training.feeds import make_step_fn, member_keys
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.state import create_train_state
-from cnnjax.training.train import build_model, make_step_fn, member_keys
+from cnnjax.training.train import build_model
 from cnnjax.tuning import plans
 from cnnjax.tuning.population import epoch_permutations, init_population, make_member_step
 

@@ -1,35 +1,25 @@
 """The fault-injection harness: its file checks find real damage; kill points end to end (slow)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _faults():
-    spec = importlib.util.spec_from_file_location("faults", ROOT / "experiments" / "benchmarks" / "faults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments.benchmarks import faults, workdir_checks
 
 
 def test_file_checks_tell_whole_files_from_torn_ones(tmp_path):
-    faults = _faults()
     (tmp_path / "summary.json").write_text('{"steps": 8}\n')
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
     (tmp_path / "results.csv").write_text("a,b\n1,2\n")
     (tmp_path / ".summary.json.x.tmp").write_text("{")  # a writer's temporary file: not an output
-    assert faults.check_workdir(tmp_path, allow_torn_tail=False) == {}
+    assert workdir_checks.check_workdir(tmp_path, allow_torn_tail=False) == {}
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"st')
-    assert faults.check_workdir(tmp_path, allow_torn_tail=True) == {}
-    assert faults.check_workdir(tmp_path, allow_torn_tail=False) == {"metrics.jsonl": "torn last line"}
+    assert workdir_checks.check_workdir(tmp_path, allow_torn_tail=True) == {}
+    assert workdir_checks.check_workdir(tmp_path, allow_torn_tail=False) == {"metrics.jsonl": "torn last line"}
     (tmp_path / "summary.json").write_text('{"steps": 8, "eval/acc')
     (tmp_path / "results.csv").write_text("a,b\n1,2\n3")
-    problems = faults.check_workdir(tmp_path, allow_torn_tail=True)
+    problems = workdir_checks.check_workdir(tmp_path, allow_torn_tail=True)
     assert sorted(problems) == ["results.csv", "summary.json"]
     assert problems["summary.json"].startswith("JSONDecodeError")
 
@@ -37,39 +27,35 @@ def test_file_checks_tell_whole_files_from_torn_ones(tmp_path):
 def test_sqlite_check_runs_the_integrity_check_on_a_copy(tmp_path):
     import sqlite3
 
-    faults = _faults()
     connection = sqlite3.connect(tmp_path / "study.db")
     connection.execute("CREATE TABLE trials (id INTEGER PRIMARY KEY, value REAL)")
     connection.executemany("INSERT INTO trials (value) VALUES (?)", [(i / 7,) for i in range(500)])
     connection.commit()
     connection.close()
     before = (tmp_path / "study.db").read_bytes()
-    assert faults.check_workdir(tmp_path, allow_torn_tail=False) == {}
+    assert workdir_checks.check_workdir(tmp_path, allow_torn_tail=False) == {}
     assert (tmp_path / "study.db").read_bytes() == before
     (tmp_path / "study.db").write_bytes(before[:4096] + b"\xff" * (len(before) - 4096))  # pages overwritten
-    problem = faults.check_workdir(tmp_path, allow_torn_tail=False)["study.db"]
+    problem = workdir_checks.check_workdir(tmp_path, allow_torn_tail=False)["study.db"]
     assert "integrity_check" in problem or "DatabaseError" in problem, problem
 
 
 def test_phase_boundaries_are_the_last_checkpoint_of_each_phase_but_the_final():
-    faults = _faults()
     names = ["2000", "4000", "4001", "6001", "8002", "16002", "6001.orbax-checkpoint-tmp-7"]
     assert faults.phase_boundaries(names) == ["4000", "6001"]
     assert faults.phase_boundaries(["2000", "4000"]) == []
 
 
 def test_event_file_framing(tmp_path):
-    faults = _faults()
     record = (5).to_bytes(8, "little") + b"\0" * 4 + b"hello" + b"\0" * 4
     (tmp_path / "events.out.tfevents.1").write_bytes(record * 3)
-    assert faults.check_records(tmp_path / "events.out.tfevents.1") is None
+    assert workdir_checks.check_records(tmp_path / "events.out.tfevents.1") is None
     (tmp_path / "events.out.tfevents.1").write_bytes(record * 3 + record[:10])
-    assert faults.check_records(tmp_path / "events.out.tfevents.1") == "torn tail"
+    assert workdir_checks.check_records(tmp_path / "events.out.tfevents.1") == "torn tail"
 
 
 @pytest.mark.slow
 def test_two_kill_points_resume_to_the_uninterrupted_result(tmp_path):
-    faults = _faults()
     half = faults.run_half("single", faults.SINGLE_FLAGS, 2, 0, tmp_path, tmp_path / "tfds")
     assert half["kill_points"] == 2
     assert half["resumed"] == 2, json.dumps(half["points"], indent=1)
@@ -80,7 +66,6 @@ def test_two_kill_points_resume_to_the_uninterrupted_result(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_killed_between_two_phases_resumes_to_the_uninterrupted_sweep(tmp_path):
-    faults = _faults()
     half = faults.run_half("sweep", faults.SWEEP_FLAGS, 1, 0, tmp_path, tmp_path / "tfds",
                            snapshot=faults.sweep_snapshot, kinds=("phase",))
     assert half["kill_points"] == 1

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from cnnjax.training import files
-from cnnjax.training.writers import MetricWriter, atomic_write, read_metrics, rewrite_metrics, write_json
+from cnnjax.training.files import atomic_write
+from cnnjax.training.writers import MetricWriter, read_metrics, rewrite_metrics, write_json
 
 pytest.importorskip("gcp_storage_emulator")
 # Read when gcsfs is imported: an emulator cannot answer gcsfs's question about a bucket's layout.

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from cnnjax.training.writers import MetricWriter, atomic_write, read_metrics, truncate_metrics, write_json
+from cnnjax.training.files import atomic_write
+from cnnjax.training.writers import MetricWriter, read_metrics, truncate_metrics, write_json
 
 TORN = '{"step": 12, "train/lo'
 

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax.tuning.sweep import SweepError, run_sweep
+from cnnjax.tuning.context import SweepError
+from cnnjax.tuning.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,8 +74,7 @@ def test_bad_sweeps_fail_before_writing(data, tmp_path):
 
 
 def test_coarse_to_fine_narrowing_and_edge_warning():
-    from cnnjax.tuning.space import parse_distribution
-    from cnnjax.tuning.sweep import narrow_space
+    from cnnjax.tuning.space import narrow_space, parse_distribution
 
     space = {"optimizer.learning_rate": parse_distribution("lr", "loguniform(1e-4, 1)"),
              "loss.l2": parse_distribution("l2", "loguniform(1e-6, 1e-2)")}

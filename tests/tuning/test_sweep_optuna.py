@@ -10,7 +10,8 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from cnnjax.tuning import plans  # noqa: E402
-from cnnjax.tuning.sweep import SweepError, run_sweep  # noqa: E402
+from cnnjax.tuning.context import SweepError  # noqa: E402
+from cnnjax.tuning.sweep import run_sweep  # noqa: E402
 from tests.tuning.test_sweep import smoke  # noqa: E402
 
 
@@ -105,9 +106,8 @@ def test_study_with_another_space_is_refused_before_training(data, tmp_path):
 def test_two_sweep_commands_share_one_study(tmp_path, subprocess_env, load_config):
     import subprocess
 
-    from test_sweep import ROOT
-
     from cnnjax.data import load_dataset
+    from tests.tuning.test_sweep import ROOT
 
     storage = f"sqlite:///{tmp_path}/shared.db"
     config = ROOT / "experiments" / "configs" / "sweep_lr_wd.py"

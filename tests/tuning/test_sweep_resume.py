@@ -16,7 +16,8 @@ import pytest
 
 from cnnjax.training.checkpoint import Checkpointer
 from cnnjax.training.train import WorkdirConfigMismatchError
-from cnnjax.tuning.sweep import SweepError, run_sweep
+from cnnjax.tuning.context import SweepError
+from cnnjax.tuning.sweep import run_sweep
 from tests.tuning.test_sweep import ROOT, smoke
 
 # Strategy -> (config changes, stop points in sweep steps; each stop is followed by a resume).
