@@ -10,10 +10,6 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-# Loss-side hyperparameters carried (traced) in the state, next to the optimiser's
-# own ones in `opt_state`, so every numeric hyperparameter can differ per member.
-LOSS_HPARAMS = ("l2", "l1", "label_smoothing")
-
 
 @flax.struct.dataclass
 class TrainState:

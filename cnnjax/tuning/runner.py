@@ -172,9 +172,6 @@ class PopulationTrainer:
             self._eval_fns[key] = fn
         return self._eval_fns[key]
 
-    def plan_for(self, size: int) -> str:
-        return str(self._compiled[size][0]) if size in self._compiled else "-"
-
     # -- evaluation -------------------------------------------------------------
     def evaluate(self, population: Population) -> tuple[np.ndarray, np.ndarray]:
         """Validation (accuracy, loss) of every member, one call."""
