@@ -137,7 +137,9 @@ def run_loop(task: LoopTask, state: Any, start: int, end: int, schedule: Schedul
             step += 1
             if bar is not None:
                 bar.update(units_per_step)
-            stopping = stop.signal_name is not None or step == stop_at
+            # A stop that lands on the last step is the normal end: the evaluation at `end` still runs
+            # (a sweep phase recorded without it would lose its members' scores); the caller sees the signal.
+            stopping = (stop.signal_name is not None or step == stop_at) and step < end
             if step % schedule.log_every_steps == 0 or step == end or stopping:
                 flush()
             reason = task.early_stop()
