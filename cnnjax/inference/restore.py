@@ -64,7 +64,7 @@ class RestoredRun:
         return logits
 
     def _chunk_program(self, batch_size: int, batches: int) -> Future:
-        """The compiled `[batches, batch_size, H, W, C] uint8 -> logits` program (a loop over the batches).
+        """A future of the compiled `[batches, batch_size, H, W, C] uint8 -> logits` program (a loop over batches).
 
         Compiled once per shape, in a background thread: XLA's compile releases
         the GIL, so the caller can decode images meanwhile.
