@@ -22,8 +22,12 @@ from cnnjax.data.loader import Split, config_value
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
 
 
-def _folder_split(data_config: Any, split: str) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
-    """(uint8 images, per-image class names, folder class names) of one folder split."""
+def folder_split_files(data_config: Any, split: str) -> tuple[ImageFiles, list[str], list[str], tuple[str, ...]]:
+    """An open reader, the files of one folder split and their class names, and the folder's class names.
+
+    The files are chosen as :func:`cnnjax.data.load_dataset` chooses them; nothing
+    is decoded. The caller closes the reader.
+    """
     root = Path(config_value(data_config, "path", "")).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"Image folder path {str(root)!r} does not exist.")
@@ -47,11 +51,25 @@ def _folder_split(data_config: Any, split: str) -> tuple[np.ndarray, list[str], 
             classes = [grouped[split][i][1] for i in keep]
         else:
             raise ValueError(f"No {split!r} split in {str(root)!r}; it has: {', '.join(sorted(grouped))}.")
+    except BaseException:
+        reader.close()
+        raise
+    return reader, files, classes, class_names
+
+
+def _folder_split(data_config: Any, split: str) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+    """(uint8 images, per-image class names, folder class names) of one folder split."""
+    reader, files, classes, class_names = folder_split_files(data_config, split)
+    root = str(config_value(data_config, "path", ""))
+    try:
         decoded = [image_folder.decode_image(data, name) for data, name in zip(reader.read(files), files)]
     finally:
         reader.close()
+    bad = next((name for name, image in zip(files, decoded) if image is None), None)
+    if bad is not None:
+        raise image_folder.bad_image_error(bad, root)
     if not decoded:
-        raise ValueError(f"No images in the {split!r} split of {str(root)!r}.")
+        raise ValueError(f"No images in the {split!r} split of {root!r}.")
     channels = max(x.shape[2] for x in decoded)
     shape = (*decoded[0].shape[:2], channels)
     return image_folder.stack_images(decoded, files, shape, files[0]), classes, class_names

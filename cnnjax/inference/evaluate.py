@@ -2,7 +2,9 @@
 
 Writes `RUN/eval.json` and `RUN/confusion_matrix.png` (both temp file + rename)
 and nothing else; every check (workdir, checkpoint, data, class names, image
-shape) runs before the first write.
+shape) runs before the first write. An image folder is decoded chunk by chunk
+while the forward passes of earlier chunks run (`eval_data.py`), so an
+undecodable image is reported once its chunk is reached, still before any write.
 """
 
 from __future__ import annotations
@@ -14,30 +16,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from cnnjax.inference.restore import InferenceError, RestoredRun, convert_images, restore_run
-from cnnjax.training.writers import save_figure, write_json
-
-
-def _data_source(data: ml_collections.ConfigDict) -> str:
-    return f"data.name={data.name}" + (f" (data.path={data.path})" if data.get("path") else "")
-
-
-def load_eval_data(run: RestoredRun, data: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
-    """The test split of `data` as the run's input: converted images and labels in the run's class order."""
-    from cnnjax.data.one_split import load_one_split
-
-    try:
-        images, names = load_one_split(data, "test")
-    except (FileNotFoundError, ValueError) as err:
-        raise InferenceError(f"Cannot load the evaluation data ({_data_source(data)}): {err}") from None
-    index = {name: i for i, name in enumerate(run.class_names)}
-    unknown = sorted(set(names) - set(index))
-    if unknown:
-        raise InferenceError(
-            f"{_data_source(data)} has classes the run was not trained on: {', '.join(unknown)}. "
-            f"The run's classes are: {', '.join(run.class_names)}.")
-    labels = np.array([index[n] for n in names], np.int32)
-    return convert_images(images, run.image_shape, _data_source(data)), labels
+from cnnjax.inference.confusion_plot import save_confusion_matrix
+from cnnjax.inference.eval_data import data_source, open_eval_images
+from cnnjax.inference.restore import InferenceError, restore_run
+from cnnjax.training.writers import write_json
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> dict[str, Any]:
@@ -66,35 +48,6 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) 
     return metrics
 
 
-def save_confusion_matrix(path: str, confusion: np.ndarray, class_names, title: str) -> None:
-    """A row-normalised confusion-matrix heat map (PNG, temp file + rename)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = confusion.sum(axis=1, keepdims=True)
-    normalised = confusion / np.maximum(rows, 1)
-    size = min(4 + 0.4 * len(class_names), 20)
-    fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
-    if len(class_names) <= 30:
-        ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=90)
-        ax.set_yticks(ticks, class_names)
-        if len(class_names) <= 12:
-            for i, j in zip(*np.nonzero(confusion)):
-                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if normalised[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-
-
 def evaluate_run(workdir: str, config: ml_collections.ConfigDict, step: int | None = None) -> dict[str, Any]:
     """Scores `workdir`'s checkpoint on `config.data`'s test split; writes eval.json and the plot.
 
@@ -107,8 +60,21 @@ def evaluate_run(workdir: str, config: ml_collections.ConfigDict, step: int | No
       The `eval.json` record.
     """
     run = restore_run(workdir, config, step)
-    images, labels = load_eval_data(run, config.data)
-    logits = run.predict_logits(images, config.eval_batch_size)
+    data = open_eval_images(run, config.data)
+    batch_size = config.eval_batch_size
+    run.prepare(batch_size, data.num_examples)  # compiles while the first images are decoded
+    labels = []
+
+    def chunks():
+        for images, chunk_labels in data.chunks(run.chunk_size(batch_size, data.num_examples)):
+            labels.append(chunk_labels)
+            yield images
+
+    logits = run.logits_of_chunks(chunks(), batch_size, data.num_examples)
+    if not len(logits):
+        raise InferenceError(f"None of the {data.num_examples} images of {data_source(config.data)} could be "
+                             "decoded; nothing written.")
+    labels = np.concatenate(labels)
     metrics = classification_metrics(logits, labels, run.class_names)
     confusion = metrics.pop("confusion_matrix")
     record = {
@@ -118,6 +84,8 @@ def evaluate_run(workdir: str, config: ml_collections.ConfigDict, step: int | No
         "split": "test",
         "data": json.loads(config.data.to_json_best_effort(sort_keys=True)),
     }
+    if data.skipped:  # data.bad_images=skip left undecodable images out
+        record["skipped_images"] = data.skipped
     write_json(os.path.join(workdir, "eval.json"), record)
     save_confusion_matrix(os.path.join(workdir, "confusion_matrix.png"), confusion, run.class_names,
                           f"{config.model.name} step {run.step} on {config.data.name} "

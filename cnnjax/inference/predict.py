@@ -4,7 +4,8 @@
 tar archive (`.tar.gz`, `.tgz`, `.tar`). Each image is decoded with PIL,
 converted to the run's channels (grayscale or RGB; alpha dropped), resized to
 the run's input size (bilinear) when it differs, normalised with the run's
-training statistics and classified in batches of `eval_batch_size`. The CSV has
+training statistics and classified in batches of `eval_batch_size` (decoding
+overlaps the forward passes; the CSV is written once all are done). The CSV has
 `path,label,probability` then `topK_label,topK_probability` for K = 2 .. 5 (as
 many as there are classes). An image that cannot be decoded is reported on
 stderr with its path and skipped.
@@ -118,25 +119,36 @@ def csv_header(num_classes: int) -> list[str]:
 
 
 def predict_files(run: RestoredRun, names: list[str], read, out_path: str, batch_size: int) -> dict[str, Any]:
-    """Classifies `names` and writes the CSV to `out_path` (atomically: temp file + rename, or one object)."""
+    """Classifies `names` and writes the CSV to `out_path` (atomically: temp file + rename, or one object).
+
+    Images are decoded a chunk at a time while the forward passes of the chunk
+    before run (see `RestoredRun.logits_of_chunks`); the CSV is written at the end.
+    """
     top = min(MAX_TOP, len(run.class_names))
     skipped: list[tuple[str, str]] = []
-    predicted = 0
+    done: list[str] = []
+    run.prepare(batch_size, len(names))  # compiles while the first images are decoded
+
+    def chunks():
+        for chunk_names, images in _batches(names, read, run.image_shape, run.chunk_size(batch_size, len(names)),
+                                            skipped):
+            done.extend(chunk_names)
+            yield images
+
+    logits = run.logits_of_chunks(chunks(), batch_size, len(names))
+    if not done:
+        raise InferenceError(f"None of the {len(names)} image files could be read; nothing written.")
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
     with atomic_write(out_path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(csv_header(len(run.class_names)))
-        for batch_names, images in _batches(names, read, run.image_shape, batch_size, skipped):
-            probs = softmax(run.predict_logits(images, batch_size))
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
-            for name, p, idx in zip(batch_names, probs, order):
-                row = [name]
-                for i in idx:
-                    row += [run.class_names[i], f"{p[i]:.6f}"]
-                writer.writerow(row)
-            predicted += len(batch_names)
-        if predicted == 0:
-            raise InferenceError(f"None of the {len(names)} image files could be read; nothing written.")
-    return {"predicted": predicted, "skipped": len(skipped), "skipped_files": skipped}
+        for name, p, idx in zip(done, probs, order):
+            row = [name]
+            for i in idx:
+                row += [run.class_names[i], f"{p[i]:.6f}"]
+            writer.writerow(row)
+    return {"predicted": len(done), "skipped": len(skipped), "skipped_files": skipped}
 
 
 def predict_run(workdir: str, config: ml_collections.ConfigDict, images: str, out_path: str,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import jax
@@ -61,8 +63,12 @@ class RestoredRun:
 
         return logits
 
-    def _chunk_program(self, batch_size: int, batches: int):
-        """The compiled `[batches, batch_size, H, W, C] uint8 -> logits` program (a loop over the batches)."""
+    def _chunk_program(self, batch_size: int, batches: int) -> Future:
+        """A future of the compiled `[batches, batch_size, H, W, C] uint8 -> logits` program (a loop over batches).
+
+        Compiled once per shape, in a background thread: XLA's compile releases
+        the GIL, so the caller can decode images meanwhile.
+        """
         key = (batch_size, batches)
         if self._jitted is None:
             self._jitted = {}
@@ -70,34 +76,56 @@ class RestoredRun:
             logits = self.logits_fn()
             program = jax.jit(lambda x, variables: jax.lax.map(lambda batch: logits(batch, variables), x))
             shape = jax.ShapeDtypeStruct((batches, batch_size, *self.image_shape), jnp.uint8)
-            self._jitted[key] = program.lower(shape, self.variables).compile()
+            self._jitted[key] = _COMPILER.submit(lambda: program.lower(shape, self.variables).compile())
         return self._jitted[key]
 
-    def predict_logits(self, images: np.ndarray, batch_size: int) -> np.ndarray:
-        """float32 logits (N, classes) of uint8 images in the run's shape, in fixed-size batches.
+    def prepare(self, batch_size: int, num_examples: int) -> None:
+        """Starts compiling the program that `logits_of_chunks` will use for `num_examples` images."""
+        self._chunk_program(batch_size, _chunk_batches(num_examples, batch_size))
 
-        The images are padded to whole batches and sent in chunks of
-        `CHUNK_BATCHES` batches, each one call of one compiled program that
-        loops over its batches on the device: a quarter of the dispatches of
-        one call per batch, which made a 10,000-image evaluation take half as
-        long again on the 2-core CPU (`experiments/benchmarks/eval_time.py`).
+    def chunk_size(self, batch_size: int, num_examples: int) -> int:
+        """Images per call of the inference program (whole batches, at most `CHUNK_BATCHES`)."""
+        return _chunk_batches(num_examples, batch_size) * batch_size
+
+    def predict_logits(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        """float32 logits (N, classes) of uint8 images in the run's shape, in fixed-size batches."""
+        size = self.chunk_size(batch_size, len(images))
+        return self.logits_of_chunks((images[s:s + size] for s in range(0, len(images), size)), batch_size,
+                                     len(images))
+
+    def logits_of_chunks(self, chunks: Iterable[np.ndarray], batch_size: int, num_examples: int) -> np.ndarray:
+        """float32 logits of the images of `chunks`, in order.
+
+        Each chunk (uint8, the run's shape, at most `chunk_size(batch_size,
+        num_examples)` images) is padded to whole batches and sent as one call
+        of one compiled program that loops over its batches on the device:
+        a quarter of the dispatches of one call per batch, which made a
+        10,000-image evaluation take half as long again on the 2-core CPU
+        (`experiments/benchmarks/eval_time.py`). A call returns at once (JAX
+        dispatches asynchronously), so the next chunk is made (decoded) while
+        this one is computed.
         """
-        rows = len(images)
-        if rows == 0:
-            return np.zeros((0, len(self.class_names)), np.float32)
-        batches = _chunk_batches(rows, batch_size)
-        program = self._chunk_program(batch_size, batches)
+        batches = _chunk_batches(num_examples, batch_size)
         per_chunk = batches * batch_size
-        total = -(-rows // per_chunk) * per_chunk
-        if total > rows:
-            images = np.concatenate([images, np.zeros((total - rows, *images.shape[1:]), images.dtype)])
-        out = [np.asarray(program(images[start:start + per_chunk].reshape(batches, batch_size, *images.shape[1:]),
-                                  self.variables)).reshape(per_chunk, -1)
-               for start in range(0, total, per_chunk)]
-        return np.concatenate(out)[:rows]
+        program = None
+        pending = []
+        for chunk in chunks:
+            rows = len(chunk)
+            if rows == 0:
+                continue
+            if rows > per_chunk:
+                raise ValueError(f"a chunk of {rows} images; at most {per_chunk} fit one call")
+            if rows < per_chunk:
+                chunk = np.concatenate([chunk, np.zeros((per_chunk - rows, *chunk.shape[1:]), chunk.dtype)])
+            program = program or self._chunk_program(batch_size, batches).result()
+            pending.append((program(chunk.reshape(batches, batch_size, *chunk.shape[1:]), self.variables), rows))
+        if not pending:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return np.concatenate([np.asarray(out).reshape(per_chunk, -1)[:rows] for out, rows in pending])
 
 
 CHUNK_BATCHES = 4  # batches per call of the inference program (fewer only when there are fewer)
+_COMPILER = ThreadPoolExecutor(1, thread_name_prefix="compile")
 
 
 def _chunk_batches(num_examples: int, batch_size: int) -> int:

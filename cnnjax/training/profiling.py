@@ -4,7 +4,8 @@ The trace lands in `WORKDIR/plugins/profile/<timestamp>/`, where TensorBoard's
 profile plugin (`pip install tensorboard-plugin-profile`, then
 `tensorboard --logdir=WORKDIR`) finds it. Steps count from 1, as in
 `metrics.jsonl`; steps A..B should lie after the first (compiling) step to show
-the steady state.
+the steady state. A sweep traces its population's steps A..B the same way,
+once: the first population (phase) that reaches step A.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class StepProfiler:
     `at(step, state)` is the loop's one hook: call it before each step with the
     number of steps done and the current state (blocked on when the trace stops,
     so step B's work is inside it). `close()` stops a trace the loop left open.
+    One trace at most: a sweep's later populations, which count their steps
+    from 0 again, are not traced.
     """
 
     def __init__(self, spec: str, workdir: str):
@@ -67,3 +70,4 @@ class StepProfiler:
             pass
         jax.profiler.stop_trace()
         self.active = False
+        self.window = None  # traced once

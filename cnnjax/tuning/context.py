@@ -17,6 +17,7 @@ import numpy as np
 from cnnjax.training import config as config_lib
 from cnnjax.training import files, sharding
 from cnnjax.training.loop import Schedule
+from cnnjax.training.profiling import StepProfiler
 from cnnjax.training.writers import MetricWriter
 from cnnjax.tuning import space as space_lib
 from cnnjax.tuning.population import init_population, member_config
@@ -61,6 +62,8 @@ class Sweep:
             if self.primary:  # no checkpoint yet: the sweep starts over, so its log does too
                 truncate_sweep_metrics(workdir, meta["phase"] if meta else -1, meta["step"] if meta else -1)
         self.writer = MetricWriter(workdir, tensorboard=False) if workdir and self.primary else None
+        # One trace for the whole sweep, by process 0 (as a single run's).
+        self.profiler = StepProfiler(config.get("profile_steps", "") if workdir and self.primary else "", workdir)
 
     def _open_study(self, open_study):
         """The study, opened by process 0; the others raise its error too (instead of waiting for it)."""
@@ -92,7 +95,7 @@ class Sweep:
             self.trainers[key] = PopulationTrainer(
                 group_config, self.dataset, self.records, writer=self.writer, plan=self.config.sweep.plan,
                 chunk_size=self.config.sweep.chunk_size, shared_batches=self.config.sweep.shared_batches,
-                mesh=self.mesh, progress=self.progress,
+                mesh=self.mesh, progress=self.progress, profiler=self.profiler,
             )
             self.trainers[key].forced_plans = self.phases.forced_plans(group_config)
             self.trainers[key].group = {}
@@ -204,6 +207,7 @@ def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any
         ids = sweep.new_records(members)
         train_groups(sweep, members, ids)
     finally:
+        sweep.profiler.close()
         bar.close()
         if sweep.writer:
             sweep.writer.close()

@@ -75,11 +75,12 @@ class PopulationTrainer:
       plan / chunk_size / shared_batches: see `cnnjax.tuning.plans`.
       mesh: optional `jax.sharding.Mesh` with a 'member' axis: members are
         sharded over its devices and each device runs `plan` on its own.
+      profiler: the sweep's `cnnjax.training.profiling.StepProfiler` (`profile_steps`), or None.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, dataset, records: dict[int, MemberRecord],
                  writer=None, plan: str = "auto", chunk_size: int | None = None,
-                 shared_batches: bool = False, mesh=None, progress=None):
+                 shared_batches: bool = False, mesh=None, progress=None, profiler=None):
         self.config = config
         self.dataset = dataset
         self.records = records
@@ -89,6 +90,7 @@ class PopulationTrainer:
         self.shared = shared_batches
         self.mesh = mesh
         self.progress = progress
+        self.profiler = profiler
         self.mean, self.std = jnp.asarray(dataset.mean), jnp.asarray(dataset.std)
         self.images = jnp.asarray(dataset.train.images)
         self.labels = jnp.asarray(dataset.train.labels)
@@ -283,6 +285,8 @@ class _PopulationTask:
 
     def step(self, carry, step):
         pop, trainer = self.population, self.trainer
+        if trainer.profiler is not None:
+            trainer.profiler.at(step, carry)
         if self.agreed_stop is not None and step % trainer.config.log_every_steps == 0:
             self.agreed_stop.agree()
         epoch, index = divmod(step, pop.steps_per_epoch)

@@ -339,6 +339,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
             print(message, flush=True)
             return {"status": "interrupted", "stopped_at": str(stopped), "members": len(sweep.records)}
         finally:
+            sweep.profiler.close()
             progress.close()
             if sweep.writer:
                 sweep.writer.close()

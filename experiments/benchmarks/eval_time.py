@@ -1,22 +1,25 @@
 """`--mode=eval` wall time against what training spends on the same evaluation.
 
-    python experiments/benchmarks/eval_time.py --data_path=../shared/data/cifar10-train-jpg.tar.gz [--out=FILE.json]
+    python experiments/benchmarks/eval_time.py --data_path=../shared/data/cifar10-train-jpg.tar.gz [--rounds=3] [--out=FILE.json]
 
 Target (README, "After training"): the whole `cnnjax --mode=eval` command on a
 10,000-image folder takes at most 1.5x the time a training run spends on one
 evaluation of 10,000 examples plus its start-up.
+
+Each round (`--rounds`, alternating, so that a shared machine's load changes
+hit both sides alike):
 
 1. Trains LeNet-5 briefly on the archive with a 10,000-image validation split
    (`data.validation_fraction=0.2`, 5,000 training images, two epochs: one validation in the middle):
    its `summary.json` gives the first evaluation's time (`time/first_eval_s`,
    compile included) and start-up is the process start to `train_and_evaluate`
    (the summary's write time minus its `wall_time_s`).
-2. Writes a `test/<class>/` folder of 10,000 images (1,000 per class) taken from
-   the archive, and times `cnnjax --mode=eval --workdir=RUN
-   --config.data.path=FOLDER` as a whole command (`python -m cnnjax.main`),
-   `--repeats` times (the figure is the median).
+2. Times `cnnjax --mode=eval --workdir=RUN --config.data.path=FOLDER` as a
+   whole command (`python -m cnnjax.main`) on a `test/<class>/` folder of
+   10,000 images (1,000 per class) taken from the archive (written once).
 
-Prints the figures and the ratio eval_s / (first_eval_s + startup_s).
+Prints each round's figures, its ratio eval_s / (first_eval_s + startup_s) and
+the median ratio.
 """
 
 from __future__ import annotations
@@ -64,47 +67,57 @@ def write_test_folder(archive: str, folder: str, per_class: int) -> int:
     return sum(counts.values())
 
 
-def measure(archive: str, scratch: str, repeats: int) -> dict:
-    run = os.path.join(scratch, "run")
+def _train(archive: str, run: str) -> tuple[float, float]:
+    """Trains the reference run; returns its (start-up, first evaluation) in seconds."""
     start, _ = _cli([f"--config={CONFIG}", f"--workdir={run}", f"--config.data.path={archive}",
                      "--config.model.name=lenet5", "--config.data.validation_fraction=0.2",
                      "--config.num_epochs=2", "--config.data.max_train_examples=5000", "--config.progress_bar=false"])
     summary_path = os.path.join(run, "summary.json")
     with open(summary_path) as f:
         summary = json.load(f)
-    startup_s = os.path.getmtime(summary_path) - summary["wall_time_s"] - start
+    return os.path.getmtime(summary_path) - summary["wall_time_s"] - start, summary["time/first_eval_s"]
+
+
+def measure(archive: str, scratch: str, rounds: int) -> dict:
+    """`rounds` times: a training run, then the eval command on it (alternating, so load changes hit both)."""
     folder = os.path.join(scratch, "folder")
     num_images = write_test_folder(archive, folder, NUM_EXAMPLES // 10)
-    eval_s = []
-    for _ in range(repeats):
+    startup_s, first_eval_s, eval_s, ratios, loads = [], [], [], [], []
+    for i in range(rounds):
+        run = os.path.join(scratch, f"run{i}")
+        startup, first_eval = _train(archive, run)
         start, end = _cli(["--mode=eval", f"--workdir={run}", f"--config.data.path={folder}"])
-        eval_s.append(end - start)
-    with open(os.path.join(run, "eval.json")) as f:
-        evaluated = json.load(f)["num_examples"]
-    if evaluated != num_images:
-        raise AssertionError(f"--mode=eval scored {evaluated} images; the folder holds {num_images}")
-    reference = summary["time/first_eval_s"] + startup_s
-    return {"num_examples": evaluated, "train_startup_s": round(startup_s, 2),
-            "train_first_eval_s": summary["time/first_eval_s"], "eval_command_s": [round(s, 2) for s in eval_s],
-            "ratio": round(statistics.median(eval_s) / reference, 3), "target": 1.5,
-            "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
+        with open(os.path.join(run, "eval.json")) as f:
+            evaluated = json.load(f)["num_examples"]
+        if evaluated != num_images:
+            raise AssertionError(f"--mode=eval scored {evaluated} images; the folder holds {num_images}")
+        startup_s.append(round(startup, 2))
+        first_eval_s.append(first_eval)
+        eval_s.append(round(end - start, 2))
+        ratios.append(round((end - start) / (startup + first_eval), 3))
+        loads.append(os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+    return {"num_examples": num_images, "train_startup_s": startup_s, "train_first_eval_s": first_eval_s,
+            "eval_command_s": eval_s, "ratios": ratios, "ratio": statistics.median(ratios), "target": 1.5,
+            "load_avg": loads}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", default=DEFAULT_ARCHIVE, help="the CIFAR-10 JPEG archive (.tar.gz)")
-    parser.add_argument("--repeats", type=int, default=1, help="eval commands timed (median)")
+    parser.add_argument("--rounds", type=int, default=1, help="training runs, each followed by an eval (median ratio)")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args()
     archive = os.path.abspath(args.data_path)
     if not os.path.isfile(archive) or not tarfile.is_tarfile(archive):
         parser.exit(2, f"--data_path: {archive} is not a tar archive; pass the CIFAR-10 JPEG archive\n")
     with tempfile.TemporaryDirectory() as scratch:
-        result = measure(archive, scratch, max(1, args.repeats))
-    print(f"training: start-up {result['train_startup_s']:.2f} s, first evaluation of {result['num_examples']} "
-          f"examples {result['train_first_eval_s']:.2f} s (compile included)")
-    print(f"--mode=eval, whole command: {', '.join(f'{s:.2f} s' for s in result['eval_command_s'])}")
-    print(f"ratio eval / (evaluation + start-up): {result['ratio']:.2f} (target <= {result['target']})")
+        result = measure(archive, scratch, max(1, args.rounds))
+    for i, ratio in enumerate(result["ratios"]):
+        print(f"round {i}: training start-up {result['train_startup_s'][i]:.2f} s, its first evaluation of "
+              f"{result['num_examples']} examples {result['train_first_eval_s'][i]:.2f} s (compile included); "
+              f"--mode=eval, whole command {result['eval_command_s'][i]:.2f} s; ratio {ratio:.2f} "
+              f"(load average {result['load_avg'][i]})")
+    print(f"median ratio eval / (evaluation + start-up): {result['ratio']:.2f} (target <= {result['target']})")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -4,10 +4,11 @@
 
 For each model: a workdir holding a freshly initialised checkpoint (the weights
 do not change the cost), a folder of random 32x32 PNGs, then `predict_run` timed
-twice: the whole call (restore, decode, resize check, normalise, batched
-forward passes, CSV) and the forward passes alone on the decoded arrays
-(`RestoredRun.predict_logits`). The first call of each compiles and is not
-timed. Prints a table of images/s.
+twice: the whole call (restore, decode, resize check, normalise, forward
+passes of 4 batches a call overlapping the decoding, CSV) and the forward passes
+alone on the decoded arrays (`RestoredRun.predict_logits`). The first call of
+each warms up (compiles) and is not timed; the timed `predict_run` restores the
+run again, as a command would. Prints a table of images/s.
 """
 
 from __future__ import annotations

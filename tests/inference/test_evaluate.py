@@ -58,11 +58,54 @@ def test_a_folder_holding_only_test_images_is_scored_like_the_arrays(run_copy):
     labels = np.array([run.class_names.index(n) for n in names])
     expected = classification_metrics(run.predict_logits(images, 7), labels, run.class_names)
     config.data.name, config.data.path = "image_folder", root
+    config.eval_batch_size = 4  # 16 images a chunk: the folder is decoded and scored in 4 chunks, the last short
     record = evaluate_run(run_copy, config)
     assert record["num_examples"] == 60
     assert record["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-9)
+    assert record["loss"] == pytest.approx(expected["loss"], rel=1e-6)
     assert record["top5_accuracy"] == pytest.approx(expected["top5_accuracy"], abs=1e-9)
     assert record["data"]["name"] == "image_folder"
+
+
+def test_streamed_folder_with_gray_and_colour_images_matches_the_whole_split_load(run_copy, tmp_path):
+    """Chunks of gray-only and mixed images get the numbers of one whole-split load and conversion."""
+    from cnnjax.data.one_split import load_one_split
+    from cnnjax.inference.eval_data import open_eval_images
+
+    config = read_run_config(run_copy)
+    images, names = load_one_split(config.data, "test")
+    root = tmp_path / "folder"
+    for i, (image, name) in enumerate(zip(images[:24], names[:24])):
+        os.makedirs(root / "test" / name, exist_ok=True)
+        colour = np.concatenate([image, image // 2, 255 - image], axis=-1)  # RGB for every 5th image
+        Image.fromarray(colour if i % 5 == 0 else image[..., 0]).save(root / "test" / name / f"{i:04d}.png")
+    config.data.name, config.data.path = "image_folder", str(root)
+    run = restore_run(run_copy)
+    whole, whole_names = load_one_split(config.data, "test")
+    assert whole.shape[-1] == 3  # the whole split is colour; the run's input is gray
+    expected = convert_images(whole, run.image_shape, "x")
+    data = open_eval_images(run, config.data)
+    chunks = list(data.chunks(4))
+    assert [len(c[0]) for c in chunks] == [4] * 6
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), expected)
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]),
+                                  [run.class_names.index(n) for n in whole_names])
+
+
+def test_an_undecodable_image_is_an_error_or_skipped_as_data_bad_images_says(run_copy, tmp_path):
+    image = np.zeros((28, 28, 1), np.uint8)
+    root = _folder_of([image] * 6, ["3", "3", "4", "4", "5", "5"], tmp_path / "folder")
+    bad = os.path.join(root, "test", "4", "0002.png")
+    with open(bad, "wb") as f:
+        f.write(b"not a png")
+    config = read_run_config(run_copy)
+    config.data.name, config.data.path, config.eval_batch_size = "image_folder", root, 2
+    with pytest.raises(InferenceError, match="Cannot decode image 'test/4/0002.png'.*bad_images=skip"):
+        evaluate_run(run_copy, config)
+    assert not os.path.exists(os.path.join(run_copy, "eval.json"))
+    config.data.bad_images = "skip"
+    record = evaluate_run(run_copy, config)
+    assert record["num_examples"] == 5 and record["skipped_images"] == ["test/4/0002.png"]
 
 
 def test_unknown_class_names_are_an_error_naming_them(run_copy, tmp_path):
@@ -132,7 +175,7 @@ def test_overrides_outside_data_are_refused(trained_run):
 TWO_CHANNEL_CLI = (
     "import sys, numpy as np; import cnnjax.data.one_split as one; import cnnjax.inference.restore as restore; "
     "one.load_one_split = lambda data, split='test': (np.zeros((3, 28, 28, 2), np.uint8), ['0', '1', '2']); "
-    "restore.RestoredRun.predict_logits = lambda *a, **k: sys.exit('compiled before the data was checked'); "
+    "restore.RestoredRun._chunk_program = lambda *a, **k: sys.exit('compiled before the data was checked'); "
     "from cnnjax.main import run; sys.argv = ['cnnjax', *sys.argv[1:]]; run()"
 )
 

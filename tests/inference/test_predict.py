@@ -71,6 +71,20 @@ def test_an_archive_gives_the_same_predictions_as_the_folder(trained_run, images
     assert folder == packed
 
 
+def test_small_batches_stream_several_chunks_with_the_same_rows(trained_run, images_dir, tmp_path):
+    root, _ = images_dir
+    config = read_run_config(trained_run[0])
+    predict_run(trained_run[0], config, str(root), str(tmp_path / "a.csv"))
+    config.eval_batch_size = 2  # 8 images a chunk: 14 files (one broken) in 2 chunks
+    result = predict_run(trained_run[0], config, str(root), str(tmp_path / "b.csv"))
+    assert result["predicted"] == 13 and result["skipped"] == 1
+    whole, streamed = _rows(tmp_path / "a.csv"), _rows(tmp_path / "b.csv")
+    assert [r["path"] for r in whole] == [r["path"] for r in streamed]
+    assert [r["label"] for r in whole] == [r["label"] for r in streamed]
+    np.testing.assert_allclose([float(r["probability"]) for r in streamed],
+                               [float(r["probability"]) for r in whole], atol=2e-6)
+
+
 def test_a_path_without_images_is_refused(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(InferenceError, match="holds no image file"):
