@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from flax import linen as nn
 
-from cnnjax.models import alexnet, densenet, dpn, preact_resnet, resnet, vgg
+from cnnjax.kernels.conv import CONV_IMPL_CHOICES
+from cnnjax.models import airbench, alexnet, densenet, dpn, layers, preact_resnet, resnet, vgg
 from cnnjax.models.airbench import Airbench94
 from cnnjax.models.googlenet import GoogLeNet
 from cnnjax.models.lenet import LeNet5
@@ -87,6 +88,43 @@ def model_fields(name: str) -> list[str]:
     return sorted(
         f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name") and f.init
     )
+
+
+def option_choices(name: str) -> dict[str, tuple[str, ...]]:
+    """The valid values of each named option of model `name` (options without a list take any value)."""
+    choices = {
+        "activation": layers.ACTIVATION_CHOICES,
+        "kernel_init": layers.INIT_CHOICES,
+        "pooling": layers.POOLING_CHOICES,
+        "conv_impl": CONV_IMPL_CHOICES,
+    }
+    if name.startswith("airbench"):  # its own extras: PyTorch's exact GELU and identity-start kernels
+        choices["activation"] = airbench.ACTIVATIONS
+        choices["kernel_init"] = (*layers.INIT_CHOICES, "dirac_uniform")
+    return choices
+
+
+def option_problems(name: str, options: dict[str, Any]) -> list[str]:
+    """What is wrong with `model.name` and the model `options` a config sets (empty when valid).
+
+    Each message names its `model.*` key and what is valid.
+    """
+    errors = []
+    known = name in _REGISTRY
+    if not known:
+        errors.append(f"model.name={name!r} is not a model; valid choices: {', '.join(list_models())}")
+    fields = model_fields(name) if known else []
+    valid_values = option_choices(name)
+    for key, value in options.items() if known else ():
+        if key not in fields:
+            errors.append(f"model.{key}={value!r}: model {name!r} has no option {key!r}; "
+                          f"its options are: {', '.join(f for f in fields if f != 'num_classes')}")
+        elif key in valid_values and value not in valid_values[key]:
+            errors.append(f"model.{key}={value!r} is unknown; valid choices: {', '.join(valid_values[key])}")
+    dropout = options.get("dropout_rate")
+    if dropout is not None and not 0 <= dropout < 1:
+        errors.append(f"model.dropout_rate must be in [0, 1), got {dropout}")
+    return errors
 
 
 def canonical_input_shape(name: str) -> tuple[int, int, int]:

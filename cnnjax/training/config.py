@@ -13,7 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from cnnjax.data import BAD_IMAGE_CHOICES, PREPROCESS_CHOICES, list_datasets
-from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, SCHEDULE_CHOICES
+from cnnjax.training.optim import OWN_HPARAM_KEYS, optimizer_problems, schedule_problems
 from cnnjax.training.profiling import parse_profile_steps
 
 # Model options that configs may set; None means "the model's own default".
@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Polyak averaging: an EMA of the weights, `ema <- d * ema + (1 - d) * w` each step,
     # evaluated (val/test, --mode=eval/predict/export) in place of the weights; 0 = off.
     c.optimizer.ema_decay = 0.0
-    for key in sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}):
+    for key in OWN_HPARAM_KEYS:
         c.optimizer[key] = config_dict.placeholder(float)
 
     c.schedule = ml_collections.ConfigDict()
@@ -140,7 +140,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.babysit.lr_explode_factor = 1.5  # loss rose above this multiple of its start: "too large"
     c.babysit.symmetry_tolerance = 1e-6  # relative spread of unit gradients counted as identical
 
-    # Hyperparameter search (`--mode=sweep`); see cnnjax/tuning/sweep.py.
+    # Hyperparameter search (`--mode=sweep`); see cnnjax/tuning/sweep.py and strategies.py.
     c.sweep = ml_collections.ConfigDict()
     c.sweep.space = ml_collections.ConfigDict()  # e.g. space.optimizer.learning_rate = "loguniform(1e-3, 1)"
     c.sweep.space_extra = ""  # "path=spec; path=spec": dimensions added from the command line
@@ -179,35 +179,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Rejects impossible configs; raises `ConfigError` listing every problem.
 
     Checks names (model, dataset, optimiser, schedule, preprocessing, model
-    options) and value ranges. The one check that needs the data (batch size vs
-    training split) is `validate_against_data`.
+    options) and value ranges. A concept defined elsewhere is checked by one
+    function beside it: model options by `cnnjax.models.option_problems`, the
+    optimiser and schedule by `optimizer_problems` / `schedule_problems` in
+    `cnnjax.training.optim`. The `sweep`, `monitor` and `babysit` blocks are
+    checked where their modes start (`cnnjax.tuning.sweep.validate_sweep`,
+    `cnnjax.diagnostics.settings.validate`): training imports neither package.
+    The one check that needs the data (batch size vs training split) is
+    `validate_against_data`.
     """
     # Imported here: the registry pulls in every model family.
-    from cnnjax.models import list_models, model_fields
+    from cnnjax.models import option_problems
 
-    errors: list[str] = []
+    errors: list[str] = option_problems(config.model.name, model_overrides(config))
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             errors.append(message)
 
-    models = list_models()
-    if config.model.name not in models:
-        errors.append(f"model.name={config.model.name!r} is not a model; valid choices: {_choices(models)}")
-    else:
-        fields = model_fields(config.model.name)
-        option_choices = _model_option_choices(config.model.name)
-        for key, value in model_overrides(config).items():
-            need(
-                key in fields,
-                f"model.{key}={value!r}: model {config.model.name!r} has no option {key!r}; "
-                f"its options are: {_choices(f for f in fields if f != 'num_classes')}",
-            )
-            valid = option_choices.get(key)
-            need(
-                key not in fields or valid is None or value in valid,
-                f"model.{key}={value!r} is unknown; valid choices: {_choices(valid or ())}",
-            )
     datasets = list_datasets()
     need(
         config.data.name in datasets or _is_tfds_name(config.data.name),
@@ -233,46 +222,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("validation_fraction", "test_fraction"):
         need(0.0 <= config.data[key] < 1.0, f"data.{key} must be in [0, 1), got {config.data[key]}")
 
-    opt = config.optimizer
-    if opt.name not in OPTIMIZER_CHOICES:
-        errors.append(f"optimizer.name={opt.name!r} is unknown; valid choices: {_choices(OPTIMIZER_CHOICES)}")
-    else:
-        own = OPTIMIZER_HPARAMS[opt.name]
-        for key in sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}):
-            if opt.get(key) is not None and key not in own:
-                errors.append(
-                    f"optimizer.{key} is set but optimizer {opt.name!r} has no such hyperparameter; "
-                    f"it takes: {_choices(('learning_rate', 'weight_decay', 'grad_clip_norm') + tuple(own))}"
-                )
-    need(opt.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {opt.learning_rate}")
-    need(opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
-    need(opt.grad_clip_norm >= 0, f"optimizer.grad_clip_norm must be >= 0 (0 disables), got {opt.grad_clip_norm}")
-    need(0 <= opt.ema_decay < 1, f"optimizer.ema_decay must be in [0, 1) (0: off), got {opt.ema_decay}")
-    need(opt.accumulate_steps >= 1, f"optimizer.accumulate_steps must be >= 1 (1: no accumulation), "
-         f"got {opt.accumulate_steps}")
-    for key in ("momentum", "b1", "b2", "rho", "decay"):
-        if opt.get(key) is not None:
-            need(0.0 <= opt[key] < 1.0, f"optimizer.{key} must be in [0, 1), got {opt[key]}")
-
-    sched = config.schedule
-    need(
-        sched.name in SCHEDULE_CHOICES,
-        f"schedule.name={sched.name!r} is unknown; valid choices: {_choices(SCHEDULE_CHOICES)}",
-    )
-    need(sched.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {sched.warmup_epochs}")
-    need(sched.gamma > 0, f"schedule.gamma must be > 0, got {sched.gamma}")
-    need(sched.decay_rate > 0, f"schedule.decay_rate must be > 0, got {sched.decay_rate}")
-    need(sched.decay_every_epochs > 0, f"schedule.decay_every_epochs must be > 0, got {sched.decay_every_epochs}")
-    need(
-        all(b > 0 for b in sched.boundaries_epochs),
-        f"schedule.boundaries_epochs must be positive epochs, got {tuple(sched.boundaries_epochs)}",
-    )
+    errors += optimizer_problems(config.optimizer)
+    errors += schedule_problems(config.schedule)
 
     need(config.loss.l2 >= 0, f"loss.l2 must be >= 0, got {config.loss.l2}")
     need(config.loss.l1 >= 0, f"loss.l1 must be >= 0, got {config.loss.l1}")
     need(0 <= config.loss.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {config.loss.label_smoothing}")
-    dropout = config.model.get("dropout_rate")
-    need(dropout is None or 0 <= dropout < 1, f"model.dropout_rate must be in [0, 1), got {dropout}")
 
     need(
         config.precision in PRECISION_CHOICES,
@@ -295,23 +250,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     if errors:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
-
-
-def _model_option_choices(model_name: str) -> dict[str, tuple[str, ...]]:
-    """The valid values of each named model option (the option is defined in cnnjax.models.layers)."""
-    from cnnjax.kernels.conv import CONV_IMPL_CHOICES
-    from cnnjax.models import airbench, layers
-
-    choices = {
-        "activation": layers.ACTIVATION_CHOICES,
-        "kernel_init": layers.INIT_CHOICES,
-        "pooling": layers.POOLING_CHOICES,
-        "conv_impl": CONV_IMPL_CHOICES,
-    }
-    if model_name.startswith("airbench"):  # its own extras: PyTorch's exact GELU and identity-start kernels
-        choices["activation"] = airbench.ACTIVATIONS
-        choices["kernel_init"] = (*layers.INIT_CHOICES, "dirac_uniform")
-    return choices
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train_examples: int) -> None:

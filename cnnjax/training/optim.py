@@ -44,6 +44,58 @@ OPTIMIZER_HPARAMS: dict[str, dict[str, float]] = {
     "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8},
 }
 
+# Every optimiser's own hyperparameters together: the optimiser-specific keys of the `optimizer` block.
+OWN_HPARAM_KEYS = tuple(sorted({k for hp in OPTIMIZER_HPARAMS.values() for k in hp}))
+# Keys every optimiser takes besides its own ones.
+COMMON_HPARAMS = ("learning_rate", "weight_decay", "grad_clip_norm")
+# Own hyperparameters that are decay rates or betas: valid in [0, 1).
+UNIT_HPARAMS = ("momentum", "b1", "b2", "rho", "decay")
+
+
+def takes_hyperparameter(name: str, key: str) -> bool:
+    """Whether optimiser `name` takes `optimizer.<key>`: a common key or one of its own."""
+    return key in COMMON_HPARAMS or key in OPTIMIZER_HPARAMS.get(name, {})
+
+
+def optimizer_problems(opt: Any) -> list[str]:
+    """What is wrong with the `optimizer` config block (empty when valid); each message names its key."""
+    errors = []
+    if opt.name not in OPTIMIZER_CHOICES:
+        errors.append(f"optimizer.name={opt.name!r} is unknown; valid choices: {', '.join(OPTIMIZER_CHOICES)}")
+    else:
+        for key in OWN_HPARAM_KEYS:
+            if opt.get(key) is not None and not takes_hyperparameter(opt.name, key):
+                errors.append(
+                    f"optimizer.{key} is set but optimizer {opt.name!r} has no such hyperparameter; "
+                    f"it takes: {', '.join(COMMON_HPARAMS + tuple(OPTIMIZER_HPARAMS[opt.name]))}"
+                )
+    checks = [
+        (opt.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {opt.learning_rate}"),
+        (opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}"),
+        (opt.grad_clip_norm >= 0, f"optimizer.grad_clip_norm must be >= 0 (0 disables), got {opt.grad_clip_norm}"),
+        (0 <= opt.ema_decay < 1, f"optimizer.ema_decay must be in [0, 1) (0: off), got {opt.ema_decay}"),
+        (opt.accumulate_steps >= 1,
+         f"optimizer.accumulate_steps must be >= 1 (1: no accumulation), got {opt.accumulate_steps}"),
+    ]
+    checks += [(0.0 <= opt[key] < 1.0, f"optimizer.{key} must be in [0, 1), got {opt[key]}")
+               for key in UNIT_HPARAMS if opt.get(key) is not None]
+    return errors + [message for ok, message in checks if not ok]
+
+
+def schedule_problems(sched: Any) -> list[str]:
+    """What is wrong with the `schedule` config block (empty when valid); each message names its key."""
+    checks = [
+        (sched.name in SCHEDULE_CHOICES,
+         f"schedule.name={sched.name!r} is unknown; valid choices: {', '.join(SCHEDULE_CHOICES)}"),
+        (sched.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {sched.warmup_epochs}"),
+        (sched.gamma > 0, f"schedule.gamma must be > 0, got {sched.gamma}"),
+        (sched.decay_rate > 0, f"schedule.decay_rate must be > 0, got {sched.decay_rate}"),
+        (sched.decay_every_epochs > 0, f"schedule.decay_every_epochs must be > 0, got {sched.decay_every_epochs}"),
+        (all(b > 0 for b in sched.boundaries_epochs),
+         f"schedule.boundaries_epochs must be positive epochs, got {tuple(sched.boundaries_epochs)}"),
+    ]
+    return [message for ok, message in checks if not ok]
+
 
 def kernel_mask(params: Any) -> Any:
     """True for conv/dense kernels: the leaves weight decay and L1/L2 apply to.

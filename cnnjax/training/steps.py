@@ -1,7 +1,8 @@
 """The train and eval steps: pure functions of (state, batch).
 
-`train_step` is the only implementation of a training step in cnnjax: single runs
-jit it, populations vmap it. It never reads config or globals.
+`train_step` is the library's only training step: single runs jit it, populations
+vmap it. It never reads config or globals. (The CIFAR-10 speed-run experiment keeps
+its own step, for what this one lacks: see `experiments/speedrun/programs.py`.)
 """
 
 from __future__ import annotations

@@ -35,12 +35,12 @@ def member_config(config: ml_collections.ConfigDict, values: dict[str, Any]) -> 
     hyperparameters that the new optimiser does not take (e.g. `momentum` for
     Adam); it uses the new optimiser's defaults unless it sets them itself.
     """
-    from cnnjax.training.optim import OPTIMIZER_HPARAMS
+    from cnnjax.training.optim import OPTIMIZER_HPARAMS, OWN_HPARAM_KEYS, takes_hyperparameter
 
     member = config.copy_and_resolve_references()
     name = values.get("optimizer.name")
     if name is not None and name != config.optimizer.name and name in OPTIMIZER_HPARAMS:
-        for key in {k for hp in OPTIMIZER_HPARAMS.values() for k in hp} - set(OPTIMIZER_HPARAMS[name]):
+        for key in (k for k in OWN_HPARAM_KEYS if not takes_hyperparameter(name, k)):
             if key in member.optimizer:
                 member.optimizer[key] = None
     with member.unlocked():

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cnnjax.training.optim import OPTIMIZER_HPARAMS
+from cnnjax.training.optim import OPTIMIZER_HPARAMS, OWN_HPARAM_KEYS, takes_hyperparameter
 
 SAMPLER_CHOICES = ("random", "grid", "quasi_random")
 DISTRIBUTION_CHOICES = ("uniform", "loguniform", "one_minus_loguniform", "int", "choice")
@@ -33,7 +33,7 @@ TRACED_PATHS = (
     "optimizer.learning_rate",
     "optimizer.weight_decay",
     "optimizer.ema_decay",
-    *sorted({f"optimizer.{k}" for hp in OPTIMIZER_HPARAMS.values() for k in hp}),
+    *(f"optimizer.{k}" for k in OWN_HPARAM_KEYS),
     "loss.l2",
     "loss.l1",
     "loss.label_smoothing",
@@ -234,11 +234,10 @@ def check_paths(space: dict[str, Distribution], config: Any) -> None:
         if parts[-1] not in node:
             raise SpaceError(f"sweep.space.{path}: the config has no key {path!r}")
     for path in space:
-        if path.startswith("optimizer.") and path not in ("optimizer.learning_rate", "optimizer.weight_decay",
-                                                          "optimizer.name", "optimizer.grad_clip_norm"):
+        if path.startswith("optimizer.") and path != "optimizer.name":
             names = space["optimizer.name"].args if "optimizer.name" in space else (config.optimizer.name,)
             for name in names:
-                if path.split(".")[1] not in OPTIMIZER_HPARAMS.get(name, {}):
+                if not takes_hyperparameter(name, path.split(".")[1]):
                     raise SpaceError(f"sweep.space.{path}: optimizer {name!r} has no hyperparameter "
                                      f"{path.split('.')[1]!r}; it has: "
                                      f"{', '.join(('learning_rate', 'weight_decay') + tuple(OPTIMIZER_HPARAMS.get(name, {})))}")

@@ -1,4 +1,7 @@
-"""The speed run's pure programs (init, whitening fit, one epoch as a scan, evaluation) and their compilation."""
+"""The speed run's pure programs (init, whitening fit, one epoch as a scan, evaluation) and their compilation.
+
+Own train step: cnnjax's train_step has no Lookahead, no per-group optimiser (frozen layers), no alternating flips.
+"""
 
 from __future__ import annotations
 

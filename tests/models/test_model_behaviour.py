@@ -15,6 +15,7 @@ from cnnjax.models import (
     list_models,
     model_fields,
     nominal_depth,
+    option_problems,
 )
 
 RNGS = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
@@ -43,6 +44,21 @@ def test_pooling_is_a_choice(name):
 def test_unknown_override_is_rejected():
     with pytest.raises(ValueError, match="has no option"):
         get_model("vgg16", 10, depth_multiplier=2)
+
+
+def test_option_problems_name_the_key_and_what_is_valid():
+    assert option_problems("lenet5", {"activation": "relu", "dropout_rate": 0.5}) == []
+    assert option_problems("airbench94", {"kernel_init": "dirac_uniform"}) == []
+    (problem,) = option_problems("lenet5", {"kernel_init": "dirac_uniform"})
+    assert problem.startswith("model.kernel_init='dirac_uniform' is unknown; valid choices: ")
+    assert "dirac_uniform" not in problem.split(": ", 1)[1]
+    (problem,) = option_problems("resnet20_cifar", {"pooling": "max"})
+    assert problem.startswith("model.pooling='max': model 'resnet20_cifar' has no option 'pooling'; its options are: ")
+    assert option_problems("lenet5", {"dropout_rate": 1.0}) == ["model.dropout_rate must be in [0, 1), got 1.0"]
+    assert option_problems("nope", {"dropout_rate": -0.1}) == [
+        f"model.name='nope' is not a model; valid choices: {', '.join(list_models())}",
+        "model.dropout_rate must be in [0, 1), got -0.1",
+    ]
 
 
 def _abstract_apply(model, shape, train):

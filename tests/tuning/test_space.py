@@ -75,6 +75,29 @@ def test_hyperparameters_the_model_or_optimizer_lacks_are_rejected():
         sp.check_paths({"loss.l3": sp.parse_distribution("x", "uniform(0, 1)")}, config)
 
 
+def test_config_and_space_refuse_the_same_optimizer_hyperparameters():
+    from cnnjax.training.config import ConfigError, validate_config
+    from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, OWN_HPARAM_KEYS
+
+    for name in OPTIMIZER_CHOICES:
+        for key in OWN_HPARAM_KEYS:
+            config = base_config()
+            config.optimizer.name = name
+            try:
+                sp.check_paths({f"optimizer.{key}": sp.parse_distribution(key, "uniform(0.1, 0.5)")}, config)
+                space_refuses = False
+            except sp.SpaceError as err:
+                assert f"optimizer {name!r} has no hyperparameter {key!r}" in str(err)
+                space_refuses = True
+            config.optimizer[key] = 0.5
+            try:
+                validate_config(config)
+                config_refuses = False
+            except ConfigError as err:
+                config_refuses = f"optimizer.{key} is set but optimizer {name!r} has no such hyperparameter" in str(err)
+            assert config_refuses == space_refuses == (key not in OPTIMIZER_HPARAMS[name]), (name, key)
+
+
 def test_static_values_split_the_sweep_into_groups():
     members = [
         {"optimizer.learning_rate": 0.1, "optimizer.name": "adam"},

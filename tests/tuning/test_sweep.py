@@ -140,7 +140,7 @@ def test_hyperband_runs_every_bracket(data, tmp_path):
 def test_pbt_exploit_copies_state_and_perturbs():
     from cnnjax.training.config import base_config
     from cnnjax.tuning.population import init_population
-    from cnnjax.tuning.sweep import _exploit
+    from cnnjax.tuning.strategies import _exploit
 
     config = base_config()
     members = [{"optimizer.learning_rate": lr, "seed": s} for lr, s in ((0.1, 0), (0.2, 1), (0.3, 2))]
