@@ -76,32 +76,35 @@ def checked(
 
     skip = bad_images_choice(data_config) == "skip"
     expected = 0  # the position of the next example read
+    unnamed: list[int] = []  # the first dropped records without a name (TFDS), logged
     iterator = iter(batches)
     while True:
         try:
             batch = next(iterator)
         except StopIteration:
             if skip and total is not None and expected < total:  # dropped after the last delivered example
-                _record(np.arange(expected, total), source, split, file_at, skipped)
+                _record(np.arange(expected, total), source, split, file_at, skipped, unnamed)
             return
         except tf.errors.InvalidArgumentError as err:
             raise _decode_error(err, source, split, file_at, range(expected, expected + batch_size)) from None
         positions = batch.pop("position")
-        if len(positions) and (positions[0] != expected or positions[-1] != expected + len(positions) - 1):
+        if skip and len(positions) and (positions[0] != expected or positions[-1] != expected + len(positions) - 1):
             dropped = np.setdiff1d(np.arange(expected, positions[-1] + 1), positions)
-            if skip:
-                _record(dropped, source, split, file_at, skipped)
+            _record(dropped, source, split, file_at, skipped, unnamed)
         if len(positions):
             expected = int(positions[-1]) + 1
         yield batch
 
 
-def _record(positions: np.ndarray, source, split: str, file_at, skipped: list[str] | None) -> None:
+def _record(positions: np.ndarray, source, split: str, file_at, skipped: list[str] | None,
+            unnamed: list[int]) -> None:
     for position in positions.tolist():
         name = file_at(position)
-        if name is None:  # a TFDS record: logged, but it has no name to record
-            logging.warning("data.bad_images=skip: left out an undecodable image of the %r split of %r "
-                            "(stream position %d).", split, source.name, position)
+        if name is None:  # a TFDS record: logged (the first few of a stream), but it has no name to record
+            if len(unnamed) < LOGGED:
+                unnamed.append(position)
+                logging.warning("data.bad_images=skip: left out an undecodable image of the %r split of %r "
+                                "(stream position %d).", split, source.name, position)
             continue
         if skipped is None or name in skipped:
             continue

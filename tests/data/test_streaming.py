@@ -263,6 +263,27 @@ def test_undecodable_training_images_are_named_by_the_stream(folder, stream_ids,
     assert set(ids[:18]) == good_train and set(ids[18:36]) == good_train  # each epoch: every good file once
 
 
+def test_gaps_in_the_positions_name_the_skipped_files_once_each():
+    """`stream_checks.checked` on hand-made batches: the missing positions, between batches and after the
+    last, are the dropped files; a file dropped again is recorded once; a nameless record is not recorded."""
+    import types
+
+    from cnnjax.data import stream_checks
+
+    batches = [{"image": np.arange(3), "position": np.array([0, 2, 3])}, {"image": np.arange(1), "position": np.array([6])}]
+    source = types.SimpleNamespace(name="image_folder", root="/data")
+    config = _config(bad_images="skip")
+    skipped: list[str] = []
+    out = list(stream_checks.checked(iter([dict(b) for b in batches]), source, "test", config,
+                                     lambda position: f"f{position % 4}", 3, total=9, skipped=skipped))
+    assert [sorted(b) for b in out] == [["image"], ["image"]]  # the positions are taken out
+    assert skipped == ["f1", "f0", "f3"]  # positions 1, 4, 5, 7, 8: f1, f0, f1 again, f3, f0 again
+    skipped = []
+    list(stream_checks.checked(iter([dict(b) for b in batches]), source, "test", config, lambda position: None, 3,
+                               total=9, skipped=skipped))
+    assert skipped == []
+
+
 def test_random_resized_crop_varies_and_flips():
     import tensorflow as tf
 
