@@ -8,7 +8,9 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import re
 import sys
+import urllib.parse
 
 from absl import flags
 
@@ -37,6 +39,47 @@ def disk_error(err: OSError, workdir: str) -> WorkdirError | None:
         f"complete checkpoint in {workdir}/checkpoints; free space (or fix permissions) and run the "
         "same command again to resume."
     )
+
+
+def write_fault(err: BaseException, workdir: str) -> WorkdirError | None:
+    """The message for a run stopped because its workdir stopped taking writes, or None for other errors.
+
+    A local workdir: a disk errno (:func:`disk_error`). A bucket: its failures come
+    as many types (gcsfs's OSError, google-cloud-storage's and tensorstore's own
+    errors, then the failures of the writers closed after the first), so the
+    bucket is asked instead: when a probe object cannot be written there either,
+    the failure was the bucket's, and the first error of the chain says what failed.
+    """
+    from cnnjax.training import files
+
+    if not files.is_remote(workdir):
+        return disk_error(err, workdir) if isinstance(err, OSError) else None
+    if not isinstance(err, Exception):
+        return None
+    try:
+        files.check_remote(workdir)
+    except files.StorageError:
+        first = err
+        while first.__context__ is not None:  # what closing the writers raised follows the first failure
+            first = first.__context__
+        return WorkdirError(
+            f"cannot write to {workdir!r} any more ({_storage_failure(first)}), and the bucket refuses a test "
+            "write too: check its permissions, quota and this machine's credentials. Outputs already written "
+            f"are kept, and so is the last complete checkpoint in {workdir}/checkpoints; once the bucket takes "
+            "writes again, run the same command again to resume."
+        )
+    return None
+
+
+def _storage_failure(err: BaseException) -> str:
+    """`err` in a few words: its first line, with a request URL shortened to the object it names."""
+    line = (str(err).splitlines() or [type(err).__name__])[0]
+    found = re.search(r"/b/([^/?\s]+)/o(?:/([^?\s]+)|\?\S*?\bname=([^&\s]+))", line)
+    if found is None:
+        return line[:200]
+    obj = urllib.parse.unquote(found.group(2) or found.group(3))
+    status = line[:found.start()].split("http")[0].strip(" :") or type(err).__name__
+    return f"{status[:80]} writing gs://{found.group(1)}/{obj}"
 
 
 def check_workdir_flag(workdir: str) -> None:

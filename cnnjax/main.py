@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnnjax.cli_errors import FlagError, WorkdirError, check_workdir_flag, disk_error, parse_flags
+from cnnjax.cli_errors import FlagError, WorkdirError, check_workdir_flag, parse_flags, write_fault
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (PATH[:ARG]).", lock_config=True)
@@ -157,11 +157,11 @@ def main(argv: list[str]) -> int:
     except errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
-        disk = disk_error(err, FLAGS.workdir)
-        if disk is None:
+    except Exception as err:  # noqa: BLE001 (a bucket's write failures come in many types)
+        fault = write_fault(err, FLAGS.workdir) if FLAGS.workdir else None
+        if fault is None:
             raise
-        print(f"error: {disk}", file=sys.stderr)
+        print(f"error: {fault}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         # Background writers (TensorBoard, orbax) would fail again at exit, each with its own traceback.

@@ -17,7 +17,9 @@ such as ``train[:90%]``) and gives every process the same number of examples
 hosts. TFDS shuffles examples when it writes a set, so a contiguous range is
 a fair sample. An image folder's file list (sorted by class) is divided with
 a stride (file ``k`` goes to process ``k mod P``), which keeps every
-process's classes balanced.
+process's classes balanced; a training stream reads it in a fresh numpy
+permutation each epoch, so the file at any stream position is known
+(:meth:`FolderSource.file_at`, which names undecodable images).
 
 **Tarballs.** Random access needs an uncompressed archive: a ``.tar`` is read
 in place; a compressed one (``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``)
@@ -29,9 +31,7 @@ directory or a plain ``.tar`` (:mod:`cnnjax.data.archive`).
 from __future__ import annotations
 
 import io
-import re
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,10 @@ import numpy as np
 
 from cnnjax.data import archive
 from cnnjax.data.errors import DataError
-from cnnjax.data.image_folder import GRAY_MODES, IMAGE_FOLDER, bad_image_error, check_bad_images, select_image_files
+from cnnjax.data.image_folder import GRAY_MODES, IMAGE_FOLDER, bad_image_error, select_image_files
 from cnnjax.data.loader import config_value
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
+from cnnjax.data.stream_checks import bad_images_choice
 
 _CHANNEL_PROBE = 64  # image-folder files whose colour mode decides the channel count
 _READ_RUN = 32  # tar members read per Python call
@@ -53,31 +54,6 @@ def parallel_map(ds, fn):
     import tensorflow as tf
 
     return ds.map(tf.autograph.experimental.do_not_convert(fn), num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def bad_images_choice(data_config: Any) -> str:
-    """``data.bad_images`` (default ``error``), checked."""
-    return check_bad_images(config_value(data_config, "bad_images", "error"))
-
-
-def skip_undecodable(ds, data_config: Any):
-    """``ds`` without the examples whose decoding failed when ``data.bad_images='skip'``."""
-    return ds.ignore_errors() if bad_images_choice(data_config) == "skip" else ds
-
-
-def explain_decode_errors(batches: Iterator, source, split: str) -> Iterator:
-    """Re-raises TensorFlow's decoding error as a DataError that names the data and the way out."""
-    import tensorflow as tf
-
-    try:
-        yield from batches
-    except tf.errors.InvalidArgumentError as err:
-        where = getattr(source, "root", source.name)
-        reason = re.sub(r"\{\{.*?\}\}\s*", "", err.message.splitlines()[0])  # TF's op-name prefix
-        raise DataError(
-            f"Cannot decode an image of the {split!r} split of {str(where)!r} ({reason}). "
-            "Remove or replace it, or pass --config.data.bad_images=skip to leave such images out of the stream."
-        ) from None
 
 
 class TfdsSource:
@@ -145,8 +121,13 @@ class TfdsSource:
         subsplits = self.tfds.even_splits(self.splits[split], n=process_count)
         return [self._count(sub) for sub in subsplits]
 
-    def dataset(self, split: str, process_index: int, process_count: int, *, shuffle_seed: int | None, limit=None):
-        """(encoded, label) of this process's share; shuffled files when seeded."""
+    def file_at(self, split: str, process_index: int, process_count: int, *, shuffle_seed: int | None, limit=None):
+        """A record has no file name: every position maps to None."""
+        return lambda position: None
+
+    def dataset(self, split: str, process_index: int, process_count: int, *, shuffle_seed: int | None, limit=None,
+                repeat: bool = False):
+        """(encoded, label) of this process's share; shuffled files when seeded; endless with ``repeat``."""
         tfds = self.tfds
         split_arg = tfds.split_for_jax_process(
             self.splits[split], process_index=process_index, process_count=process_count
@@ -161,7 +142,8 @@ class TfdsSource:
         )
         ds = parallel_map(ds, lambda ex: (ex[self.image_key], ex[self.label_key]))
         # Without file shuffling the first records are read: a bounded read.
-        return ds.take(limit) if limit is not None else ds
+        ds = ds.take(limit) if limit is not None else ds
+        return ds.repeat() if repeat else ds
 
 
 class FolderSource:
@@ -238,33 +220,71 @@ class FolderSource:
         total = self.num_examples(split)
         return [len(range(i, total, process_count)) for i in range(process_count)]
 
-    def dataset(self, split: str, process_index: int, process_count: int, *, shuffle_seed: int | None, limit=None):
-        """(encoded, label) of this process's files (every ``process_count``-th)."""
+    def _rows(self, split: str, process_index: int, process_count: int, limit) -> np.ndarray:
+        """This process's files of ``split`` (indices into ``names[split]``), or a stratified ``limit``."""
+        if limit is not None:
+            return self._stratified(split, limit)
+        return np.arange(process_index, self.num_examples(split), process_count, dtype=np.int64)
+
+    @staticmethod
+    def _epoch_order(count: int, shuffle_seed: int | None, epoch: int) -> np.ndarray:
+        """The order (indices into the rows) in which an epoch reads them: a fresh permutation
+        per epoch when seeded. Drawn with numpy so that :meth:`file_at` can name the file at
+        any stream position."""
+        if shuffle_seed is None:
+            return np.arange(count, dtype=np.int64)
+        return np.random.default_rng([shuffle_seed, epoch]).permutation(count).astype(np.int64)
+
+    def file_at(self, split: str, process_index: int, process_count: int, *, shuffle_seed: int | None, limit=None):
+        """``position -> relative path`` of the file read at that position of :meth:`dataset`'s stream
+        (the same arguments, epochs counted on with ``repeat``)."""
+        rows = self._rows(split, process_index, process_count, limit)
+        names = self.names[split]
+        orders: dict[int, np.ndarray] = {}
+
+        def name(position: int) -> str:
+            epoch, index = divmod(int(position), len(rows))
+            if epoch not in orders:
+                orders.clear()  # positions are asked for in increasing order: one epoch kept
+                orders[epoch] = self._epoch_order(len(rows), shuffle_seed, epoch)
+            return names[rows[orders[epoch][index]]]
+
+        return name
+
+    def dataset(self, split: str, process_index: int, process_count: int, *, shuffle_seed: int | None, limit=None,
+                repeat: bool = False):
+        """(encoded, label) of this process's files (every ``process_count``-th), permuted per
+        epoch when seeded; endless with ``repeat``."""
         import tensorflow as tf
 
-        if limit is not None:
-            rows = self._stratified(split, limit)
+        rows = self._rows(split, process_index, process_count, limit)
+        count = len(rows)
+        labels = tf.constant(self.labels[split][rows])
+        if shuffle_seed is None:
+            order = tf.data.Dataset.range(count)
+            order = order.repeat() if repeat else order
         else:
-            rows = np.arange(process_index, self.num_examples(split), process_count)
-        labels = self.labels[split][rows]
-        if self.tar is None:
-            paths = np.array([str(self.root / self.names[split][i]) for i in rows])
-            ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-            if shuffle_seed is not None:
-                ds = ds.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
-            return parallel_map(ds, lambda path, label: (tf.io.read_file(path), label))
-        spans = np.array([self.members[self.names[split][i]] for i in rows], np.int64).reshape(-1, 2)
-        ds = tf.data.Dataset.from_tensor_slices((spans, labels))
-        if shuffle_seed is not None:
-            ds = ds.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
+            epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
 
-        def read(spans, labels):
-            data = tf.numpy_function(self._reader.read_many, [spans], tf.string, stateful=False)
-            return tf.ensure_shape(data, labels.shape), labels
+            def permutation(epoch):
+                indices = tf.numpy_function(
+                    lambda e: self._epoch_order(count, shuffle_seed, int(e)), [epoch], tf.int64, stateful=False
+                )
+                return tf.ensure_shape(indices, [count])
+
+            order = epochs.map(permutation).unbatch()
+        if self.tar is None:
+            paths = tf.constant([str(self.root / self.names[split][i]) for i in rows])
+            return parallel_map(order, lambda i: (tf.io.read_file(tf.gather(paths, i)), tf.gather(labels, i)))
+        spans = tf.constant(np.array([self.members[self.names[split][i]] for i in rows], np.int64).reshape(-1, 2))
+
+        def read(indices):
+            data = tf.numpy_function(self._reader.read_many, [tf.gather(spans, indices)], tf.string, stateful=False)
+            return tf.ensure_shape(data, indices.shape), tf.gather(labels, indices)
 
         # One Python call reads a run of files: per-call overhead and the GIL
         # would otherwise cap the rate of small images.
-        return parallel_map(ds.batch(_READ_RUN), read).unbatch()
+        return parallel_map(order.batch(_READ_RUN), read).unbatch()
 
 
 def source_of(data_config: Any):

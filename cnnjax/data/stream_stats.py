@@ -16,13 +16,15 @@ import numpy as np
 
 from cnnjax.data import host_augment
 from cnnjax.data.preprocess import compute_preprocess_stats
-from cnnjax.data.stream_sources import explain_decode_errors, parallel_map, skip_undecodable
+from cnnjax.data.stream_checks import checked, drop_undecodable
+from cnnjax.data.stream_sources import parallel_map
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # [0, 1] pixel scale, RGB
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LIKE_PREFIXES = ("imagenet", "imagenette", "imagewang")
 DEFAULT_STATS_EXAMPLES = 512
 STATS_IMAGE_SIZE = 64  # side of the sampled images the statistics are taken on
+_SAMPLE_BATCH = 64
 
 
 def is_imagenet_like(name: str) -> bool:
@@ -30,8 +32,8 @@ def is_imagenet_like(name: str) -> bool:
     return base.startswith(IMAGENET_LIKE_PREFIXES)
 
 
-def normalisation_stats(source, data_config: Any, preprocess: str, size: int,
-                        stats_examples: int) -> tuple[np.ndarray, np.ndarray, str]:
+def normalisation_stats(source, data_config: Any, preprocess: str, size: int, stats_examples: int,
+                        skipped: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """``(mean, std, where they come from)`` for ``preprocess`` of a stream's source."""
     channels = source.channels
     if preprocess == "none":
@@ -44,13 +46,13 @@ def normalisation_stats(source, data_config: Any, preprocess: str, size: int,
             std = np.ones_like(std)
         stats_source = "imagenet"
     else:
-        sample = sample_images(source, data_config, size, stats_examples)
+        sample = sample_images(source, data_config, size, stats_examples, skipped)
         mean, std = compute_preprocess_stats(sample, preprocess)
         stats_source = f"sample of {len(sample)} training images"
     return mean, std, stats_source
 
 
-def sample_images(source, data_config: Any, size: int, count: int) -> np.ndarray:
+def sample_images(source, data_config: Any, size: int, count: int, skipped: list[str] | None = None) -> np.ndarray:
     """Up to ``count`` training images in the evaluation view, uint8 (N, s, s, C).
 
     ``s = min(size, STATS_IMAGE_SIZE)``: pixel statistics barely depend on the
@@ -62,9 +64,13 @@ def sample_images(source, data_config: Any, size: int, count: int) -> np.ndarray
         raise ValueError(f"stats_examples must be >= 1, got {count}.")
     size = min(size, STATS_IMAGE_SIZE)
     ds = source.dataset("train", 0, 1, shuffle_seed=None, limit=count)
-    ds = parallel_map(ds, lambda encoded, label: host_augment.center_crop(encoded, size=size, channels=source.channels))
-    ds = skip_undecodable(ds, data_config)
-    images = list(explain_decode_errors(ds.batch(64).as_numpy_iterator(), source, "train"))
+    ds = parallel_map(ds.enumerate(), lambda position, example: {
+        "image": host_augment.center_crop(example[0], size=size, channels=source.channels), "position": position})
+    ds = drop_undecodable(ds, data_config).batch(_SAMPLE_BATCH)
+    file_at = source.file_at("train", 0, 1, shuffle_seed=None, limit=count)
+    total = min(count, source.num_examples("train"))
+    images = [b["image"] for b in checked(ds.as_numpy_iterator(), source, "train", data_config, file_at,
+                                          _SAMPLE_BATCH, total=total, skipped=skipped)]
     if not images:
         raise ValueError(f"The training split of {source.name!r} is empty.")
     return np.concatenate(images)

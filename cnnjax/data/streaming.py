@@ -39,12 +39,14 @@ the [0, 1] pixel scale, because :func:`cnnjax.data.pipeline.normalize` computes
 ``(x / 255 - mean) / std`` (the convention of the in-memory
 :class:`cnnjax.data.Dataset` too).
 
-**Undecodable images** (``data.bad_images``): with ``skip`` an example whose
-image cannot be decoded is left out of the stream (and of the statistics
-sample); with ``error`` (the default) it stops the stream with a
-:class:`~cnnjax.data.DataError` naming the data set and split. Only the files
-the statistics sample and the channel probe read are checked before training
-starts: checking every image would cost a full pass over the data.
+**Undecodable images** (``data.bad_images``, :mod:`cnnjax.data.stream_checks`):
+with ``skip`` an example whose image cannot be decoded is left out of the stream
+(and of the statistics sample), and an image folder's dropped files are logged
+and appended to the ``skipped`` list the caller passes; with ``error`` (the
+default) it stops the stream with a :class:`~cnnjax.data.DataError` naming the
+file (a TFDS set: the data set and split). Only the files the statistics sample
+and the channel probe read are checked before training starts: checking every
+image would cost a full pass over the data.
 
 TensorFlow and TFDS are imported inside the functions only, so importing this
 module (and :mod:`cnnjax.data`) works on machines without TensorFlow.
@@ -65,7 +67,8 @@ from cnnjax.data import host_augment
 from cnnjax.data.loader import config_value
 from cnnjax.data.preprocess import PREPROCESS_CHOICES
 from cnnjax.data.splits import SPLIT_NAMES
-from cnnjax.data.stream_sources import TfdsSource, explain_decode_errors, parallel_map, skip_undecodable, source_of
+from cnnjax.data.stream_checks import checked, drop_undecodable
+from cnnjax.data.stream_sources import TfdsSource, parallel_map, source_of
 from cnnjax.data.stream_stats import DEFAULT_STATS_EXAMPLES, normalisation_stats
 
 # Preprocessing that makes sense for random crops of images of any size; a
@@ -142,7 +145,9 @@ def _tf_options(tf):
 
 
 # -- public API ---------------------------------------------------------------------------
-def streaming_info(data_config: Any, *, stats_examples: int = DEFAULT_STATS_EXAMPLES) -> StreamInfo:
+def streaming_info(
+    data_config: Any, *, stats_examples: int = DEFAULT_STATS_EXAMPLES, skipped: list[str] | None = None
+) -> StreamInfo:
     """Sizes, classes and normalisation statistics of a streamed data set.
 
     Reads split metadata (TFDS) or the file list (image folder), and at most
@@ -153,6 +158,8 @@ def streaming_info(data_config: Any, *, stats_examples: int = DEFAULT_STATS_EXAM
         ``path``, ``*_split``, ``image_size``, ``preprocess``, ...).
       stats_examples: Training images sampled to estimate mean/std for sets
         that are not ImageNet-like.
+      skipped: With ``data.bad_images='skip'``, the sample's undecodable files
+        are appended here.
 
     Returns:
       The :class:`StreamInfo`.
@@ -172,7 +179,7 @@ def streaming_info(data_config: Any, *, stats_examples: int = DEFAULT_STATS_EXAM
         )
     source = source_of(data_config)
     channels = source.channels
-    mean, std, stats_source = normalisation_stats(source, data_config, preprocess, size, stats_examples)
+    mean, std, stats_source = normalisation_stats(source, data_config, preprocess, size, stats_examples, skipped)
     return StreamInfo(
         name=source.name,
         num_classes=len(source.class_names),
@@ -193,6 +200,7 @@ def train_stream(
     seed: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    skipped: list[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled, augmented training batches of this process's share.
 
@@ -204,6 +212,8 @@ def train_stream(
       seed: Shuffling and augmentation seed.
       process_index: This process (default ``jax.process_index()``).
       process_count: Number of processes (default ``jax.process_count()``).
+      skipped: With ``data.bad_images='skip'``, each dropped file's name is
+        appended here once.
 
     Yields:
       ``{'image': uint8 (B, S, S, C), 'label': int32 (B,)}`` numpy batches,
@@ -222,7 +232,7 @@ def train_stream(
     augment = getattr(data_config, "augment", None)
     flip = bool(config_value(augment, "flip", False)) if augment is not None else False
     shuffle_seed = _derived_seed(seed, index, 0) % 2**31
-    ds = source.dataset("train", index, count, shuffle_seed=shuffle_seed).repeat()
+    ds = source.dataset("train", index, count, shuffle_seed=shuffle_seed, repeat=True)
     if isinstance(source, TfdsSource):
         # Folder file lists are fully permuted each epoch; TFDS records are only
         # shuffled by file, so examples are mixed in a buffer as well.
@@ -235,11 +245,14 @@ def train_stream(
         image = host_augment.random_resized_crop(
             encoded, example_seed, size=size, channels=source.channels, flip=flip
         )
-        return {"image": image, "label": tf.cast(label, tf.int32)}
+        return {"image": image, "label": tf.cast(label, tf.int32), "position": position}
 
-    ds = skip_undecodable(parallel_map(ds.enumerate(), view), data_config)
+    ds = drop_undecodable(parallel_map(ds.enumerate(), view), data_config)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return explain_decode_errors(ds.with_options(_tf_options(tf)).as_numpy_iterator(), source, "train")
+    # The file at each position: positions count the source's read order (before any TFDS buffer).
+    file_at = source.file_at("train", index, count, shuffle_seed=shuffle_seed)
+    return checked(ds.with_options(_tf_options(tf)).as_numpy_iterator(), source, "train", data_config, file_at,
+                   local_batch, skipped=skipped)
 
 
 def eval_stream(
@@ -249,6 +262,7 @@ def eval_stream(
     global_batch_size: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    skipped: list[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One ordered pass over this process's share of ``split``, padded with a mask.
 
@@ -258,6 +272,7 @@ def eval_stream(
       global_batch_size: Batch size over all processes.
       process_index: This process (default ``jax.process_index()``).
       process_count: Number of processes (default ``jax.process_count()``).
+      skipped: As for :func:`train_stream`.
 
     Yields:
       ``{'image': uint8 (B, S, S, C), 'label': int32 (B,), 'mask': float32
@@ -272,23 +287,27 @@ def eval_stream(
     counts = source.process_counts(split, count)
     num_batches = max(1, -(-max(counts) // local_batch))
     channels = source.channels
-    real = _eval_batches(source, data_config, split, index, count, size, local_batch) if counts[index] else iter(())
+    real = (_eval_batches(source, data_config, split, index, count, size, local_batch, counts[index], skipped)
+            if counts[index] else iter(()))
     return _padded(real, num_batches, local_batch, (size, size, channels))
 
 
-def _eval_batches(source, data_config, split, index, count, size, local_batch) -> Iterator[dict[str, np.ndarray]]:
+def _eval_batches(source, data_config, split, index, count, size, local_batch, total, skipped) -> Iterator[dict]:
     import tensorflow as tf
 
     ds = source.dataset(split, index, count, shuffle_seed=None)
     ds = parallel_map(
-        ds,
-        lambda encoded, label: {
-            "image": host_augment.center_crop(encoded, size=size, channels=source.channels),
-            "label": tf.cast(label, tf.int32),
+        ds.enumerate(),
+        lambda position, example: {
+            "image": host_augment.center_crop(example[0], size=size, channels=source.channels),
+            "label": tf.cast(example[1], tf.int32),
+            "position": position,
         },
     )
-    ds = skip_undecodable(ds, data_config).batch(local_batch).prefetch(tf.data.AUTOTUNE)
-    return explain_decode_errors(ds.with_options(_tf_options(tf)).as_numpy_iterator(), source, split)
+    ds = drop_undecodable(ds, data_config).batch(local_batch).prefetch(tf.data.AUTOTUNE)
+    file_at = source.file_at(split, index, count, shuffle_seed=None)
+    return checked(ds.with_options(_tf_options(tf)).as_numpy_iterator(), source, split, data_config, file_at,
+                   local_batch, total=total, skipped=skipped)
 
 
 def _padded(batches: Iterable[dict], num_batches: int, batch_size: int, image_shape) -> Iterator[dict[str, np.ndarray]]:

@@ -110,6 +110,7 @@ class InMemoryFeed:
     def __init__(self, config: ml_collections.ConfigDict, dataset, mesh, data_key: jax.Array):
         self.config, self.mesh, self.data_key = config, mesh, data_key
         self.name = dataset.name
+        self.skipped_images = list(getattr(dataset, "skipped_images", ()))  # data.bad_images=skip: files left out
         self.num_classes = dataset.num_classes
         self.image_shape = tuple(dataset.image_shape)
         self.num_train_examples = dataset.train.num_examples
@@ -164,7 +165,9 @@ class StreamingFeed:
 
         self._streaming = streaming
         self.config, self.mesh = config, mesh
-        info = streaming.streaming_info(config.data)
+        # data.bad_images=skip: the files left out so far, by the statistics sample and the streams
+        self.skipped_images: list[str] = []
+        info = streaming.streaming_info(config.data, skipped=self.skipped_images)
         self.name = info.name
         self.num_classes = info.num_classes
         self.class_names = tuple(info.class_names)
@@ -195,14 +198,14 @@ class StreamingFeed:
         if self._batches is None:
             seed = (self.config.seed + 1_000_003 * self._start_step) % 2**31
             stream = self._streaming.train_stream(self.config.data, global_batch_size=self.config.batch_size,
-                                                  seed=seed)
+                                                  seed=seed, skipped=self.skipped_images)
             self._batches = self._streaming.prefetch_to_device(stream, self.config.data.prefetch_batches,
                                                                self.batch_sharding)
         return (next(self._batches),)
 
     def evaluate(self, state: TrainState, name: str) -> dict[str, float]:
         stream = self._streaming.eval_stream(self.config.data, self.eval_splits[name],
-                                             global_batch_size=self.eval_batch_size)
+                                             global_batch_size=self.eval_batch_size, skipped=self.skipped_images)
         total = None
         for batch in self._streaming.prefetch_to_device(stream, self.config.data.prefetch_batches,
                                                         self.batch_sharding):

@@ -201,11 +201,9 @@ def train_and_evaluate(
         }
         if result.first_step_s is not None:
             summary["compile_s"] = result.first_step_s
-        if getattr(dataset, "skipped_images", ()):  # data.bad_images=skip: how many were left out, and which
-            summary.update({"data/skipped_images": len(dataset.skipped_images),
-                            "data/skipped_first": list(dataset.skipped_images[:5])})
         if status == "interrupted":
             summary.update(task.last_means)
+            summary.update(_skipped_summary(feed))
             return summary
         t = time.time()
         checkpointer.save(state)
@@ -217,6 +215,7 @@ def train_and_evaluate(
             summary.update({f"{name}/{k}": v for k, v in result.items()})
             task.first_eval_s = task.first_eval_s or time.time() - t
         times["eval"] += time.time() - t
+        summary.update(_skipped_summary(feed))  # after the evaluations: a stream meets files as it reads them
         writer.write(step, {k: v for k, v in summary.items() if k.startswith(("val/", "eval/"))})
         if monitor is not None:
             monitor.finish(summary)
@@ -234,6 +233,12 @@ def train_and_evaluate(
         checkpointer.close()
         if feed is not None:
             feed.close()
+
+
+def _skipped_summary(feed) -> dict[str, Any]:
+    """data.bad_images=skip: how many image files were left out, and the first few."""
+    skipped = feed.skipped_images
+    return {"data/skipped_images": len(skipped), "data/skipped_first": list(skipped[:5])} if skipped else {}
 
 
 class _RunTask:

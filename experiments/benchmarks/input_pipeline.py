@@ -1,6 +1,7 @@
 """Streaming input throughput: images/s of the host pipeline (read, decode, crop, batch).
 
     python experiments/benchmarks/input_pipeline.py [--quick] [--data_path=ARCHIVE] [--out=FILE.json]
+        [--bad_images=error|skip]
 
 Reads the CIFAR-10 training JPEGs (`../shared/data/cifar10-train-jpg.tar.gz`, or
 `--data_path`, a folder or archive laid out as `train/<class>/<image>`) through
@@ -23,7 +24,8 @@ median is reported with the range, since on a shared machine the figures move
 with the load (its load average is printed too). `--out` writes a JSON list of
 records with keys `source`, `mode`, `image_size`, `batch_size`, `images_per_s`
 (median), `runs` (every measurement), `load_avg`.
-`--quick`: fewer batches and no TFDS build.
+`--quick`: fewer batches and no TFDS build. `--bad_images` sets `data.bad_images`
+(`skip` adds tf.data's `ignore_errors` and the check for dropped positions).
 """
 
 from __future__ import annotations
@@ -126,13 +128,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--bad_images", default="error", choices=("error", "skip"))
     args = parser.parse_args()
     if args.quick:
         args.batches, args.warmup, args.repeats = 10, 3, 1
     scratch = tempfile.TemporaryDirectory(prefix="cnnjax-input-pipeline-")  # removed at exit
     os.environ.setdefault("CNNJAX_CACHE_DIR", os.path.join(scratch.name, "cache"))
 
-    configs = {"folder": lambda size: data_config(path=args.data_path, image_size=size)}
+    configs = {"folder": lambda size: data_config(path=args.data_path, image_size=size, bad_images=args.bad_images)}
     start = time.perf_counter()
     info = streaming.streaming_info(configs["folder"](224))
     print(f"image folder {args.data_path}: {info.num_train_examples} train / {info.num_eval_examples['validation']} "
@@ -145,7 +148,7 @@ def main():
         print(f"TFDS set of {args.tfds_examples} JPEGs built in {time.perf_counter() - start:.1f} s")
         configs["tfds"] = lambda size: data_config(
             name="cifar_jpeg_stream", data_dir=tfds_dir, image_size=size, train_split="train",
-            validation_split="train[90%:]", test_split="train[90%:]")
+            validation_split="train[90%:]", test_split="train[90%:]", bad_images=args.bad_images)
 
     device = jax.devices()[0]
     print(f"{os.cpu_count()} CPUs, JAX device {device.platform}; batch {args.batch_size}, "

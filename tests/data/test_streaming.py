@@ -206,29 +206,82 @@ def test_undecodable_images_stop_the_stream_or_are_skipped_on_request(folder, st
         tar.add(root, arcname="images")
     first_test = len(FOLDER_CLASSES) * FOLDER_TRAIN_PER_CLASS  # the fixture numbers train images first
     good_test = set(range(first_test, first_test + len(FOLDER_CLASSES) * FOLDER_TEST_PER_CLASS))
-    for path in (root, archive):
+    for path, bad in ((root, "test/dog/999.jpg"), (archive, "images/test/dog/999.jpg")):  # a member's full name
         config = _config(name="image_folder", path=str(path), train_split=None, validation_split=None, test_split=None)
-        with pytest.raises(DataError, match=r"'test' split of .*images.*data.bad_images=skip"):
+        with pytest.raises(DataError, match=rf"^Cannot decode image '{bad}' in '{path}'.*data.bad_images=skip"):
             list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1))
         config.bad_images = "ignore"
         with pytest.raises(DataError, match="data.bad_images='ignore' is unknown; valid choices: error, skip"):
             streaming.streaming_info(config)
         config.bad_images = "skip"
         assert streaming.streaming_info(config).num_eval_examples["test"] == 7  # Files are counted, not decoded.
-        test = list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1))
-        mask = np.concatenate([b["mask"] for b in test]) == 1
-        assert len(test) == 2 and mask.sum() == 6  # The six good images, padded to the batches of seven files.
-        assert set(stream_ids(np.concatenate([b["image"] for b in test])[mask]).tolist()) == good_test
-    # A broken training image in the statistics sample is reported before any stream starts.
+        skipped: list[str] = []
+        for _ in range(2):  # a file met again is recorded once
+            test = list(streaming.eval_stream(config, "test", global_batch_size=4, process_index=0, process_count=1,
+                                              skipped=skipped))
+            mask = np.concatenate([b["mask"] for b in test]) == 1
+            assert len(test) == 2 and mask.sum() == 6  # The six good images, padded to the batches of seven files.
+            assert set(stream_ids(np.concatenate([b["image"] for b in test])[mask]).tolist()) == good_test
+            assert skipped == [bad]
+    # A broken training image in the statistics sample is named before any stream starts.
     (root / "train" / "cat" / "998.jpg").write_bytes(broken)
-    config = _config(name="image_folder", path=str(root), train_split=None, validation_split=None, test_split=None)
-    with pytest.raises(DataError, match=r"'train' split of '[^']*images' \(Invalid JPEG data.*data.bad_images=skip"):
+    config = _config(name="image_folder", path=str(root), train_split=None, validation_split=None, test_split=None,
+                     validation_fraction=0.0)
+    with pytest.raises(DataError, match=r"^Cannot decode image 'train/cat/998.jpg' in .*data.bad_images=skip"):
         streaming.streaming_info(config)
     config.bad_images = "skip"
-    assert streaming.streaming_info(config).image_shape == (SIZE, SIZE, 3)
-    batches = _take(streaming.train_stream(config, global_batch_size=6, seed=0, process_index=0, process_count=1), 4)
+    skipped = []
+    assert streaming.streaming_info(config, skipped=skipped).image_shape == (SIZE, SIZE, 3)
+    assert skipped == ["train/cat/998.jpg"]  # the sample (every training file here) met it
+
+
+def test_undecodable_training_images_are_named_by_the_stream(folder, stream_ids, tmp_path, monkeypatch):
+    """The shuffled, endless training stream names the file it could not decode, or skips and records it."""
+    from cnnjax.data import stream_sources
+
+    monkeypatch.setattr(stream_sources, "_CHANNEL_PROBE", 1)  # so the stream, not the probe, meets the files
+    root = tmp_path / "images"
+    shutil.copytree(folder[0], root)
+    broken = {"train/cat/998.jpg": b"\xff\xd8\xff not really a jpeg", "train/owl/997.png": b"not a png"}
+    for name, data in broken.items():
+        (root / name).write_bytes(data)
+    config = _config(name="image_folder", path=str(root), train_split=None, validation_split=None, test_split=None,
+                     validation_fraction=0.0)
+    stream = streaming.train_stream(config, global_batch_size=6, seed=0, process_index=0, process_count=1)
+    with pytest.raises(DataError, match=r"^Cannot decode image 'train/(cat/998.jpg|owl/997.png)' in "):
+        _take(stream, 4)  # 3 batches hold 18 of the 20 files of the first epoch
+    config.bad_images = "skip"
+    skipped: list[str] = []
+    stream = streaming.train_stream(config, global_batch_size=6, seed=0, process_index=0, process_count=1,
+                                    skipped=skipped)
+    batches = _take(stream, 10)  # three epochs of 18 good images each
+    assert sorted(skipped) == sorted(broken)
     images = np.concatenate([b["image"] for b in batches])
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), _label_of(images))
+    ids = stream_ids(images).tolist()
+    good_train = set(range(len(FOLDER_CLASSES) * FOLDER_TRAIN_PER_CLASS))
+    assert set(ids[:18]) == good_train and set(ids[18:36]) == good_train  # each epoch: every good file once
+
+
+def test_gaps_in_the_positions_name_the_skipped_files_once_each():
+    """`stream_checks.checked` on hand-made batches: the missing positions, between batches and after the
+    last, are the dropped files; a file dropped again is recorded once; a nameless record is not recorded."""
+    import types
+
+    from cnnjax.data import stream_checks
+
+    batches = [{"image": np.arange(3), "position": np.array([0, 2, 3])}, {"image": np.arange(1), "position": np.array([6])}]
+    source = types.SimpleNamespace(name="image_folder", root="/data")
+    config = _config(bad_images="skip")
+    skipped: list[str] = []
+    out = list(stream_checks.checked(iter([dict(b) for b in batches]), source, "test", config,
+                                     lambda position: f"f{position % 4}", 3, total=9, skipped=skipped))
+    assert [sorted(b) for b in out] == [["image"], ["image"]]  # the positions are taken out
+    assert skipped == ["f1", "f0", "f3"]  # positions 1, 4, 5, 7, 8: f1, f0, f1 again, f3, f0 again
+    skipped = []
+    list(stream_checks.checked(iter([dict(b) for b in batches]), source, "test", config, lambda position: None, 3,
+                               total=9, skipped=skipped))
+    assert skipped == []
 
 
 def test_random_resized_crop_varies_and_flips():

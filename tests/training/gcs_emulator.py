@@ -7,11 +7,18 @@ a failed `ifGenerationMatch` with 412. tensorstore (under orbax) rereads an
 OCDBT manifest with `ifGenerationNotMatch=<the generation it wrote>`; the
 emulator's plain 200 without a generation made it fail now and then with
 "Malformed StorageGeneration". This wrapper adds what the tests need of GCS.
+
+It also plays a bucket that stops taking writes: while the file named by
+`$GCS_EMULATOR_DENY_WRITES` exists, every request but a read (GET) is answered
+403 Forbidden, as GCS answers a caller who lost write permission.
 """
 
+import json
+import os
 import sys
 from http import HTTPStatus
 
+from gcp_storage_emulator import server
 from gcp_storage_emulator.exceptions import NotFound
 from gcp_storage_emulator.handlers import objects
 
@@ -41,8 +48,32 @@ def download(request, response, storage, *args, **kwargs):
     return _download(request, response, storage, *args, **kwargs)
 
 
+def _deny_writes() -> bool:
+    flag = os.environ.get("GCS_EMULATOR_DENY_WRITES")
+    return bool(flag) and os.path.exists(flag)
+
+
+_handle = server.Router.handle
+
+
+def handle(self, method):
+    if method == server.GET or not _deny_writes():
+        return _handle(self, method)
+    handler = self._request_handler
+    body = json.dumps({"error": {"code": 403, "message": "Access denied: the caller does not have "
+                                 "storage.objects.create access to the bucket (emulated)."}}).encode()
+    handler.close_connection = True  # the request body is left unread
+    handler.send_response(HTTPStatus.FORBIDDEN.value, HTTPStatus.FORBIDDEN.phrase)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 # Before the server module builds its routing table from these functions.
 objects.download = download
+server.Router.handle = handle
 
 if __name__ == "__main__":
     from gcp_storage_emulator.__main__ import main

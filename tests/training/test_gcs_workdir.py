@@ -39,14 +39,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def emulator():
+def deny_writes(tmp_path_factory):
+    """A path: while a file exists there, the emulator answers every write with 403 Forbidden."""
+    return tmp_path_factory.mktemp("emulator") / "deny-writes"
+
+
+@pytest.fixture(scope="module")
+def emulator(deny_writes):
     """The emulator's URL, with this process's environment pointed at it for the module's tests."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     # gcs_emulator.py: the emulator with the object generations tensorstore needs (see there).
     proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), "start",
                              "--port", str(port), "--in-memory", "--default-bucket", BUCKET, "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, GCS_EMULATOR_DENY_WRITES=str(deny_writes)))
     deadline = time.time() + 30
     while True:
         try:
@@ -278,6 +285,48 @@ def test_killed_run_in_a_bucket_resumes_to_the_local_result(emulator, tmp_path):
     exported = [json.loads((tmp_path / f"export-{r}" / "metadata.json").read_text()) for r in (False, True)]
     assert exported[1].pop("source_workdir") == remote and exported[0].pop("source_workdir") == local
     assert exported[1] == exported[0]
+
+
+@pytest.mark.slow  # ~100 s on the shared 2-core machine: a run stopped half-way, then resumed
+def test_a_bucket_that_stops_taking_writes_stops_the_run_cleanly_and_it_resumes(emulator, deny_writes, tmp_path):
+    """Writes refused mid-run (403, as when write permission is lost): exit 2 with one message naming the
+    workdir and the failed write; the complete checkpoints stay, and the same command resumes once writes work."""
+    from cnnjax.training.checkpoint import Checkpointer
+
+    # 64 steps (512 examples, batch 8), a checkpoint every 4: writes are refused from after the second.
+    command = _cli(_bucket_url("denied"), f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.batch_size=8",
+                   "--config.checkpoint_every_steps=4", "--config.log_every_steps=1")
+    remote = command[4].split("=", 1)[1]
+    env = _env(emulator)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 600
+        while proc.poll() is None and time.time() < deadline:
+            if files.exists(f"{remote}/checkpoints/8/commit_success.txt"):
+                deny_writes.touch()
+                break
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        denied = deny_writes.exists()
+        deny_writes.unlink(missing_ok=True)
+    assert denied, "the run ended before its writes were refused: " + err[-2000:]
+    assert proc.returncode == 2, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [err.strip().splitlines()[-1]], err[-3000:]
+    assert errors[0].startswith(f"error: cannot write to '{remote}' any more (") and "Forbidden" in errors[0]
+    assert "run the same command again to resume" in errors[0]
+    checkpointer = Checkpointer(remote)
+    kept = checkpointer.all_steps()
+    checkpointer.close()
+    assert 8 in kept and max(kept) < 64, kept
+
+    out = _run(command, env)
+    assert f"Resuming from step {max(kept)} of 64" in out
+    summary = json.loads(files.read_text(f"{remote}/summary.json"))
+    assert summary["status"] == "completed" and summary["steps"] == 64
+    steps = [r["step"] for r in read_metrics(remote) if "train/loss" in r]
+    assert steps == list(range(1, 65)), "every step logged once after the resume"
 
 
 def _sweep_cli(workdir, *extra):
