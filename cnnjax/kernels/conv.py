@@ -6,13 +6,18 @@ inside a `while` loop its CPU backend compiles them otherwise (the optimised
 HLO marks each for partitioned code generation) and they run far slower: ResNet-20 at batch 128 takes 15 s per step with its
 blocks under `nn.scan` and 1 s unrolled, and a scanned pair of 3x3
 convolutions' gradients is 10-20x slower than unrolled. So on CPU `auto`
-lowers to matmuls (`im2col_conv`, or `banded_conv` for layers with few input
-channels, such as LeNet's 5x5 layers or an RGB stem), which are fast in and
-out of loops, and models that scan blocks unroll them on CPU (`unroll_blocks`).
+lowers to matmuls where a gradient is taken (`im2col_conv`, or `banded_conv`
+for layers with few input channels, such as LeNet's 5x5 layers or an RGB
+stem), which are fast in and out of loops, and models that scan blocks unroll
+them on CPU (`unroll_blocks`). Where no gradient is taken (evaluation,
+prediction, export) XLA's forward convolution is the faster one, in loops and
+under vmap too, so `auto` uses it there (`mixed_conv`); banded layers keep
+`banded_conv`, faster still forward.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -54,10 +59,11 @@ def banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count:
 
 def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
                       feature_group_count: int = 1) -> str:
-    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded`, `im2col` or `xla`.
+    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded`, `mixed` or `xla`.
 
-    On CPU `auto` is `banded` where `banded_applies` and `im2col` elsewhere;
-    accelerators keep XLA's (cuDNN's) convolutions. `xla` is faster on CPU for
+    On CPU `auto` is `banded` where `banded_applies` and `mixed` elsewhere
+    (`mixed_conv`: im2col where a gradient is taken, XLA's convolution where
+    none is); accelerators keep XLA's (cuDNN's) convolutions. `xla` is faster on CPU for
     a convolution compiled outside any loop (ResNet-20, batch 128, blocks
     unrolled: about 0.65x the CPU time of `im2col` per step), but inside a
     `while` loop (a `lax.scan` over steps, a `lax.map` over population
@@ -72,7 +78,7 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
             return "xla"
         if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count):
             return "banded"
-        return "im2col"
+        return "mixed"
     return impl
 
 
@@ -193,3 +199,39 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddi
             axis=-1,
         )
     return patches @ kernel.reshape(kh * kw * cin, cout)
+
+
+def xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any,
+             feature_group_count: int = 1) -> jax.Array:
+    """XLA's own convolution, NHWC input and HWIO kernel."""
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=feature_group_count)
+
+
+def mixed_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
+    """XLA's convolution where no gradient is taken, `im2col_conv` where one is.
+
+    Forward only (evaluation, prediction), XLA's CPU convolution is several
+    times faster than im2col's patch matrix, in or out of loops and under vmap;
+    its gradients are what is slow inside loops (see the module docstring). A
+    `custom_vjp` gives both: its plain call is XLA's, and when differentiated
+    its forward and backward are im2col's, so a training step is unchanged.
+    """
+    padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+    return _mixed_conv(x, kernel, tuple(strides), padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_conv(x, kernel, strides, padding):
+    return xla_conv(x, kernel, strides, padding)
+
+
+def _mixed_conv_fwd(x, kernel, strides, padding):
+    return jax.vjp(lambda a, b: im2col_conv(a, b, strides, padding), x, kernel)
+
+
+def _mixed_conv_bwd(strides, padding, pullback, cotangent):
+    return pullback(cotangent)
+
+
+_mixed_conv.defvjp(_mixed_conv_fwd, _mixed_conv_bwd)

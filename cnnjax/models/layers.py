@@ -357,7 +357,8 @@ class Conv(nn.Module):
     (row segments times a banded matrix made from the kernel,
     `cnnjax.kernels.conv.banded_conv`; a strided or grouped convolution falls back to
     im2col or xla), or `auto` (`cnnjax.kernels.conv.resolve_conv_impl`: on CPU `banded`
-    where it applies, else `im2col`; `xla` on accelerators). Parameters and results are the same either
+    where it applies, else im2col where a gradient is taken and XLA's
+    convolution where none is; `xla` on accelerators). Parameters and results are the same either
     way, so the choice is purely about speed.
     """
 
@@ -382,11 +383,10 @@ class Conv(nn.Module):
             y = conv_kernels.banded_conv(x, kernel.astype(x.dtype), self.padding)
         elif impl in ("im2col", "banded") and self.feature_group_count == 1:
             y = conv_kernels.im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)
+        elif impl == "mixed" and self.feature_group_count == 1:
+            y = conv_kernels.mixed_conv(x, kernel.astype(x.dtype), strides, self.padding)
         else:
-            y = jax.lax.conv_general_dilated(
-                x, kernel.astype(x.dtype), strides, self.padding,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count,
-            )
+            y = conv_kernels.xla_conv(x, kernel.astype(x.dtype), strides, self.padding, self.feature_group_count)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
         return y

@@ -72,7 +72,7 @@ def test_auto_picks_banded_only_for_small_layers():
     assert [conv_kernels.banded_block_width(n, 5) for n in (28, 10, 7)] == [4, 5, 7]
     if jax.default_backend() == "cpu":
         assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
-        assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "im2col"
+        assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "mixed"
 
 
 @pytest.mark.parametrize("block", [1, 3, 8])
@@ -166,3 +166,29 @@ def test_cifar_resnet_unrolled_blocks_equal_the_scan_loop(monkeypatch):
     looped = loss_and_grads()
     for a, b in zip(jax.tree_util.tree_leaves(unrolled), jax.tree_util.tree_leaves(looped)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strides,padding", [((1, 1), "SAME"), ((2, 2), ((1, 1), (1, 1))), ((1, 1), "VALID")])
+def test_mixed_conv_is_xla_forward_and_im2col_when_differentiated(strides, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 9, 9, 16)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 8)).astype(np.float32))
+    mixed = lambda v, k: conv_kernels.mixed_conv(v, k, strides, padding)  # noqa: E731
+    im2col = lambda v, k: conv_kernels.im2col_conv(v, k, strides, padding)  # noqa: E731
+    # Forward: XLA's convolution, equal to im2col's within float tolerance.
+    np.testing.assert_allclose(jax.jit(mixed)(x, kernel), im2col(x, kernel), rtol=1e-5, atol=1e-4)
+    assert "convolution" in jax.jit(mixed).lower(x, kernel).as_text()
+    # Differentiated: im2col's forward and backward, bit for bit, and no convolution op left.
+    loss = lambda f: lambda v, k: jnp.sum(jnp.sin(f(v, k)))  # noqa: E731
+    grad_mixed = jax.jit(jax.value_and_grad(loss(mixed), (0, 1)))
+    grad_im2col = jax.jit(jax.value_and_grad(loss(im2col), (0, 1)))
+    (value_m, grads_m), (value_i, grads_i) = grad_mixed(x, kernel), grad_im2col(x, kernel)
+    assert float(value_m) == float(value_i)
+    for got, want in zip(grads_m, grads_i, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert "convolution" not in grad_mixed.lower(x, kernel).as_text()
+    # Per-member kernels under vmap (populations) take the same paths.
+    stacked = jnp.stack([kernel, 2 * kernel])
+    np.testing.assert_allclose(jax.vmap(mixed, (None, 0))(x, stacked)[1], im2col(x, 2 * kernel), rtol=1e-5, atol=2e-4)
+    member_grads = jax.vmap(jax.grad(loss(mixed), 1), (None, 0))(x, stacked)
+    np.testing.assert_allclose(member_grads[0], grads_i[1], rtol=1e-5, atol=1e-4)
