@@ -234,6 +234,16 @@ def check_paths(space: dict[str, Distribution], config: Any) -> None:
         if parts[-1] not in node:
             raise SpaceError(f"sweep.space.{path}: the config has no key {path!r}")
     for path in space:
+        if path == "optimizer.ema_decay":  # every optimiser has it; a member's value lives in its state's EMA
+            if not config.optimizer.get("ema_decay", 0.0):
+                raise SpaceError("sweep.space.optimizer.ema_decay: the members' EMA needs one in the state; set "
+                                 "--config.optimizer.ema_decay to a value in (0, 1) as well (the members then "
+                                 "take the sampled decays)")
+            continue
+        if path == "optimizer.accumulate_steps":
+            raise SpaceError("sweep.space.optimizer.accumulate_steps: cannot vary between members (it changes "
+                             "how many micro-batches one update takes, for every member alike); set "
+                             "--config.optimizer.accumulate_steps instead")
         if path.startswith("optimizer.") and path != "optimizer.name":
             names = space["optimizer.name"].args if "optimizer.name" in space else (config.optimizer.name,)
             for name in names:

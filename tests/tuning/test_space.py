@@ -75,6 +75,23 @@ def test_hyperparameters_the_model_or_optimizer_lacks_are_rejected():
         sp.check_paths({"loss.l3": sp.parse_distribution("x", "uniform(0, 1)")}, config)
 
 
+def test_ema_decay_varies_per_member_only_over_an_ema_and_accumulate_steps_not_at_all():
+    from cnnjax.tuning.population import init_population
+
+    config = base_config()
+    config.model.name = "mlp"
+    space = {"optimizer.ema_decay": sp.parse_distribution("optimizer.ema_decay", "uniform(0.5, 0.99)")}
+    with pytest.raises(sp.SpaceError, match="set --config.optimizer.ema_decay to a value in"):
+        sp.check_paths(space, config)
+    config.optimizer.ema_decay = 0.9
+    sp.check_paths(space, config)  # accepted, whatever the optimiser
+    members = sp.sample(space, "grid", 2, grid_points=2)
+    population = init_population(config, members, 10, (4, 4, 1), 256)
+    np.testing.assert_allclose(population.state.ema["decay"], [0.5, 0.99], rtol=1e-6)
+    with pytest.raises(sp.SpaceError, match="accumulate_steps: cannot vary between members"):
+        sp.check_paths({"optimizer.accumulate_steps": sp.parse_distribution("a", "choice(1, 2)")}, config)
+
+
 def test_config_and_space_refuse_the_same_optimizer_hyperparameters():
     from cnnjax.training.config import ConfigError, validate_config
     from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, OWN_HPARAM_KEYS
