@@ -29,13 +29,34 @@ class FlagError(Exception):
 _DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR)
 
 
-def disk_error(err: OSError, workdir: str) -> WorkdirError | None:
-    """The message for a disk fault while writing, or None for other OS errors."""
-    if err.errno not in _DISK_ERRNOS:
+def _disk_fault(err: BaseException) -> tuple[int, str | None] | None:
+    """(errno, file) of a disk fault behind `err`, or None.
+
+    An OSError says so itself; a checkpoint write that fails inside orbax's
+    tensorstore arrives as another type whose message carries the code
+    (`[os_error_code='28']`) and the file (`Failed writing: "PATH"`).
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            return err.errno, err.filename
+        code = re.search(r"os_error_code='(\d+)'", str(err))
+        if code and int(code.group(1)) in _DISK_ERRNOS:
+            path = re.search(r'Failed writing: "([^"]+)"', str(err))
+            return int(code.group(1)), path.group(1) if path else None
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def disk_error(err: BaseException, workdir: str) -> WorkdirError | None:
+    """The message for a disk fault while writing, or None for other errors."""
+    fault = _disk_fault(err)
+    if fault is None:
         return None
-    where = err.filename or workdir
+    where = fault[1] or workdir
     return WorkdirError(
-        f"cannot write {where!r}: {err.strerror}. Outputs already written are kept, and so is the last "
+        f"cannot write {where!r}: {os.strerror(fault[0])}. Outputs already written are kept, and so is the last "
         f"complete checkpoint in {workdir}/checkpoints; free space (or fix permissions) and run the "
         "same command again to resume."
     )
@@ -53,7 +74,7 @@ def write_fault(err: BaseException, workdir: str) -> WorkdirError | None:
     from cnnjax.training import files
 
     if not files.is_remote(workdir):
-        return disk_error(err, workdir) if isinstance(err, OSError) else None
+        return disk_error(err, workdir)
     if not isinstance(err, Exception):
         return None
     try:

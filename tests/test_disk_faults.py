@@ -80,3 +80,26 @@ def test_read_only_workdir_is_refused_up_front(run_cli, tmp_path):
     assert last == (f"error: --workdir='{disk / 'run'}' cannot be written: '{disk}' is on a read-only filesystem "
                     "or not writable by this user; name a writable directory."), last
     assert not (disk / "run").exists()
+
+
+def test_a_checkpoint_write_refused_inside_tensorstore_is_a_disk_fault_naming_the_file():
+    from cnnjax.cli_errors import disk_error
+
+    # The shape of orbax's error when the disk fills during a checkpoint write (tensorstore, not an OSError).
+    refused = ValueError('RESOURCE_EXHAUSTED: Error writing "params/0" in OCDBT database at local file "/w/ckpt/": '
+                         'Failed writing: "/w/ckpt/d/3b58": Failed to write 5187 bytes to file 17: '
+                         "No space left on device [os_error_code='28']")
+    message = str(disk_error(refused, "/w"))
+    assert message.startswith("cannot write '/w/ckpt/d/3b58': No space left on device.")
+    assert "run the same command again to resume" in message
+    # Raised while handling it (the writers closed after the first failure): the cause is still found.
+    try:
+        try:
+            raise refused
+        except ValueError:
+            raise RuntimeError("closing the writer failed") from None
+    except RuntimeError as later:
+        later.__context__ = refused
+        assert "No space left on device" in str(disk_error(later, "/w"))
+    assert disk_error(ValueError("shapes (3,) and (4,) differ"), "/w") is None
+    assert disk_error(ValueError("Failed to open file [os_error_code='2']"), "/w") is None  # ENOENT: not the disk
