@@ -14,7 +14,7 @@ training JPEGs downsampled to 16x16, widths (8, 16, 32), depth 8 vs 20, no
 augmentation, 150 steps, one seed.
 
 `medium` is the paper's comparison (plain-20/56 vs ResNet-20/56, batch 128, the
-same schedule shape) sized for about half an hour on a 2-core CPU: 10,000
+same schedule shape) sized for a 2-core CPU (about 22 min of CPU time): 10,000
 training JPEGs (2,000 held out for validation) downsampled to 16x16, widths
 (8, 16, 32), no augmentation, 16 epochs (1,248 steps; lr /10 after epochs 8
 and 12), one seed.
