@@ -10,7 +10,7 @@ learning rate and `model.init_scale` are traced, so one compile per group.
 
 `smoke`: 1,600 of the 2,000-image CIFAR-10 JPEG subset, plain SGD (no momentum, so the learning
 rate alone sets the step), batch 32, 100 steps. `full`: TFDS `cifar10`, 30
-epochs, three seeds, a finer grid. `medium` (minutes on a 2-core CPU): the full
+epochs, three seeds, a finer grid. `medium` (about 11 min of a 2-core CPU's time): the full
 grid, one seed, 10,000 CIFAR-10 training JPEGs (2,000 held out for
 validation), batch 128, 10 epochs (780 steps).
 """
