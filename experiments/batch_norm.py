@@ -1,6 +1,6 @@
 """Batch normalisation: higher learning rates, less sensitivity to init (Ioffe & Szegedy 2015).
 
-    python -m experiments.batch_norm --workdir=/tmp/exp/batch_norm [--variant=smoke|full]
+    python -m experiments.batch_norm --workdir=/tmp/exp/batch_norm [--variant=smoke|medium|full]
 
 LeNet-5 with and without BN (after every conv and hidden dense layer) on
 CIFAR-10, trained at several learning rates (init scale 1) and at several
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 from experiments import common
+from experiments.configs.base import WITH_MEDIUM
 from experiments.variants import subset_train
 
 LABELS = {False: "no BN", True: "BN"}
@@ -64,20 +65,24 @@ def _row(bn: bool, key: str, value: float, records, exp) -> dict:
     }
 
 
-def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
-    from experiments.configs.batch_norm import get_config
-
-    config, exp, dataset = common.prepare(get_config, variant, data_path)
-    dataset = subset_train(dataset, exp.small_train_examples, config.data.preprocess)
+def members(exp) -> list[dict]:
+    """The trained members: the lr sweep at init scale 1, then the init-scale sweep, without and with BN."""
     grid = [(lr, 1.0) for lr in exp.learning_rates]
     grid += [(exp.scale_learning_rate, s) for s in exp.init_scales if (exp.scale_learning_rate, s) not in grid]
-    members = [
+    return [
         {"model.batch_norm": bn, "optimizer.learning_rate": lr, "model.init_scale": scale, "seed": seed}
         for bn in (False, True)
         for lr, scale in grid
         for seed in exp.seeds
     ]
-    records = common.train(config, members, dataset=dataset, plan=PLAN)
+
+
+def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
+    from experiments.configs.batch_norm import get_config
+
+    config, exp, dataset = common.prepare(get_config, variant, data_path)
+    dataset = subset_train(dataset, exp.small_train_examples, config.data.preprocess)
+    records = common.train(config, members(exp), dataset=dataset, plan=PLAN)
 
     def pick(bn, lr, scale):
         return [r for r in records if r.values["model.batch_norm"] == bn
@@ -126,4 +131,4 @@ def _plot(workdir, lr_rows, scale_rows, exp) -> None:
 
 
 if __name__ == "__main__":
-    common.main(run)
+    common.main(run, variants=WITH_MEDIUM)

@@ -3,7 +3,8 @@
 Every experiment is `python -m experiments.<name> --workdir=DIR [--variant=smoke|full]`
 and writes into DIR at least `table.csv`, `table.md` and one PNG plot. The
 `smoke` variant runs in under a minute on a 2-core CPU (the test suite runs
-it); `full` is the size a GPU/TPU user runs. Image experiments at smoke size
+it); `full` is the size a GPU/TPU user runs; a few experiments also have a
+`medium` variant, tens of minutes on a CPU. Image experiments below full size
 train on a subset of the real CIFAR-10 training JPEGs
 (`../shared/data/cifar10-train-jpg.tar.gz`, or `--data_path`), with a
 validation split carved from them; their full variants read TFDS `cifar10`.
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.configs.base import VARIANTS
+from experiments.configs.base import VARIANTS, WITH_MEDIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_NAME = "cifar10-train-jpg.tar.gz"
@@ -52,26 +53,26 @@ def find_cifar_archive() -> Path:
 CIFAR_ARCHIVE = find_cifar_archive()
 
 
-def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+def check_variant(variant: str, valid: Sequence[str] = VARIANTS) -> str:
+    if variant not in valid:
+        raise ValueError(f"Unknown variant {variant!r}; valid choices: {', '.join(valid)}")
     return variant
 
 
 # -- data ----------------------------------------------------------------------
 def cifar_data(config, variant: str, *, data_path: str | None = None, train_examples: int = 2000,
                eval_examples: int = 500) -> None:
-    """Points `config.data` at CIFAR-10: the local JPEG subset (smoke) or TFDS `cifar10` (full).
+    """Points `config.data` at CIFAR-10: the local JPEG subset (smoke, medium) or TFDS `cifar10` (full).
 
-    Smoke: `train_examples` stratified training images from the archive and a
+    Smoke and medium: `train_examples` stratified training images from the archive and a
     validation split of `eval_examples` carved from the same archive (never
     overlapping the training subset). Full: TFDS `cifar10`, with the
     validation split carved from its 50,000 training images.
     """
-    check_variant(variant)
+    check_variant(variant, WITH_MEDIUM)
     data = config.data
     data.preprocess = data.get("preprocess", "standardize") or "standardize"
-    if variant == "smoke":
+    if variant != "full":
         path = Path(data_path) if data_path else CIFAR_ARCHIVE
         if not path.exists():
             raise FileNotFoundError(
@@ -112,10 +113,10 @@ def load(config):
 def prepare(get_config: Callable[[str], Any], variant: str, data_path: str | None = None):
     """The image experiments' prologue: `variant`'s config, its data pointed at CIFAR-10, loaded once.
 
-    The smoke subset sizes are `config.experiment.train_examples` and
-    `eval_examples`. Returns `(config, config.experiment, dataset)`.
+    The JPEG subset sizes are `config.experiment.train_examples` and
+    `eval_examples`. `get_config` rejects a variant it does not have. Returns
+    `(config, config.experiment, dataset)`.
     """
-    check_variant(variant)
     config = get_config(variant)
     exp = config.experiment
     cifar_data(config, variant, data_path=data_path, train_examples=exp.train_examples,
@@ -223,13 +224,18 @@ def error_curve(record) -> tuple[list[int], list[float]]:
 
 
 # -- entry point ---------------------------------------------------------------
-def main(run: Callable[..., Any], *, extra_flags: Callable[[], None] | None = None) -> None:
-    """absl entry point: `run(workdir=..., variant=..., data_path=...)` with the standard flags."""
+def main(run: Callable[..., Any], *, extra_flags: Callable[[], None] | None = None,
+         variants: Sequence[str] = VARIANTS) -> None:
+    """absl entry point: `run(workdir=..., variant=..., data_path=...)` with the standard flags.
+
+    `variants`: the `--variant` choices (`WITH_MEDIUM` for experiments that have a medium size).
+    """
     from absl import app, flags
 
     flags.DEFINE_string("workdir", None, "Directory for table.csv / table.md / plots.", required=True)
-    flags.DEFINE_enum("variant", "smoke", list(VARIANTS), "smoke: under a minute on a CPU; full: the real size.")
-    flags.DEFINE_string("data_path", None, "CIFAR-10 JPEG archive (smoke) or TFDS data_dir (full).")
+    flags.DEFINE_enum("variant", "smoke", list(variants),
+                      "smoke: under a minute on a CPU; medium: tens of minutes on a CPU; full: the real size.")
+    flags.DEFINE_string("data_path", None, "CIFAR-10 JPEG archive (smoke, medium) or TFDS data_dir (full).")
     if extra_flags:
         extra_flags()
 

@@ -1,6 +1,6 @@
 """The degradation problem: deeper plain nets train worse, deeper ResNets better (He et al. 2016, Fig. 6).
 
-    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=smoke|full]
+    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=smoke|medium|full]
 
 Trains a shallow and a deep plain net and the ResNets of the same depths (CIFAR
 ResNets of section 4.2; `plain=True` drops the shortcuts, nothing else changes, so
@@ -18,6 +18,7 @@ import dataclasses
 import math
 
 from experiments import common
+from experiments.configs.base import WITH_MEDIUM
 
 # Smoothing window (logging windows) for the plotted curves; the table uses raw values.
 SMOOTH = 3
@@ -72,6 +73,16 @@ def _smooth(values, window: int):
     return out
 
 
+def members(exp) -> list[dict]:
+    """The trained members: plain then ResNet, shallow then deep, every seed."""
+    return [
+        {"model.plain": plain, "model.depth": depth, "model.widths": tuple(exp.widths), "seed": seed}
+        for plain in (True, False)
+        for depth in exp.depths
+        for seed in exp.seeds
+    ]
+
+
 def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> dict:
     from experiments.configs.degradation import get_config
 
@@ -79,12 +90,7 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     dataset = downsample(dataset, exp.downsample, config.data.preprocess)
     shallow, deep = exp.depths
     models = [(plain, depth) for plain in (True, False) for depth in (shallow, deep)]
-    members = [
-        {"model.plain": plain, "model.depth": depth, "model.widths": tuple(exp.widths), "seed": seed}
-        for plain, depth in models
-        for seed in exp.seeds
-    ]
-    records = common.train(config, members, dataset=dataset, plan="vmap")
+    records = common.train(config, members(exp), dataset=dataset, plan="vmap")
 
     rows, curves = [], {}
     for plain, depth in models:
@@ -142,4 +148,4 @@ def _plot(workdir: str, curves, depths) -> None:
 
 
 if __name__ == "__main__":
-    common.main(run)
+    common.main(run, variants=WITH_MEDIUM)

@@ -4,6 +4,8 @@ Not a config itself (no `get_config`): the files beside it import it.
 """
 
 VARIANTS = ("smoke", "full")
+# Experiments that also have a CPU-scale run on the CIFAR-10 JPEGs (tens of minutes, between the two).
+WITH_MEDIUM = ("smoke", "medium", "full")
 
 
 def variant_of(arg: str | None, valid: tuple[str, ...] = VARIANTS) -> str:

@@ -1,6 +1,6 @@
 """Plain vs residual nets at two depths: the degradation problem (He et al. 2016, Fig. 6).
 
-    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=full]
+    python -m experiments.degradation --workdir=/tmp/exp/degradation [--variant=medium|full]
 
 `full` (the paper's recipe, section 4.2): TFDS `cifar10` with a 45k/5k train/val
 split, plain-20, plain-56, ResNet-20, ResNet-56 (option-A shortcuts), SGD momentum
@@ -12,13 +12,19 @@ the loss), batch 128, 4-pixel pad-and-crop plus horizontal flips.
 training) but shrinks everything to run in seconds on a CPU: 2,000 CIFAR-10
 training JPEGs downsampled to 16x16, widths (8, 16, 32), depth 8 vs 20, no
 augmentation, 150 steps, one seed.
+
+`medium` is the paper's comparison (plain-20/56 vs ResNet-20/56, batch 128, the
+same schedule shape) sized for a 2-core CPU (about 22 min of CPU time): 10,000
+training JPEGs (2,000 held out for validation) downsampled to 16x16, widths
+(8, 16, 32), no augmentation, 16 epochs (1,248 steps; lr /10 after epochs 8
+and 12), one seed.
 """
 
-from experiments.configs.base import experiment_config, variant_of
+from experiments.configs.base import WITH_MEDIUM, experiment_config, variant_of
 
 
 def get_config(arg: str | None = None):
-    variant = variant_of(arg)
+    variant = variant_of(arg, WITH_MEDIUM)
     config = experiment_config("resnet20_cifar", "momentum", momentum=0.9)
     config.optimizer.learning_rate = 0.1
     config.loss.l2 = 1e-4
@@ -42,6 +48,19 @@ def get_config(arg: str | None = None):
         config.data.augment.flip = True
         config.log_every_steps = 200
         config.eval_every_epochs = 5
+    elif variant == "medium":
+        config.batch_size = 128
+        config.num_epochs = 16  # 78 steps per epoch: 1,248 steps
+        config.schedule.boundaries_epochs = (8, 12)  # 50% and 75% of training
+        config.experiment.train_examples = 10000
+        config.experiment.eval_examples = 2000
+        config.experiment.widths = (8, 16, 32)
+        config.experiment.seeds = (0,)
+        config.experiment.downsample = 2
+        config.model.conv_impl = "xla"  # see the smoke variant
+        config.model.scan_blocks = False
+        config.log_every_steps = 20
+        config.eval_every_epochs = 4
     else:
         config.batch_size = 40
         config.num_epochs = 3  # 50 steps per epoch: 150 steps

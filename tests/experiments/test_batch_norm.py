@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+from cnnjax.training.config import validate_against_data, validate_config
+from cnnjax.tuning.population import member_config
 from experiments import batch_norm, common
 from experiments.configs.batch_norm import get_config
 
@@ -68,5 +70,26 @@ def test_bn_is_less_sensitive_to_init_scale(result):
 
 
 def test_unknown_variant_is_rejected():
-    with pytest.raises(ValueError, match="smoke, full"):
+    with pytest.raises(ValueError, match="smoke, medium, full"):
         get_config("huge")
+
+
+def test_medium_variant_sweeps_the_full_grid_on_the_jpegs(tmp_path):
+    config, full = get_config("medium"), get_config("full")
+    exp = config.experiment
+    assert exp.learning_rates == full.experiment.learning_rates
+    assert exp.init_scales == full.experiment.init_scales
+    for key in ("model.name", "optimizer", "schedule", "batch_size"):
+        assert config[key] == full[key], key
+    assert config.num_epochs * (exp.train_examples // config.batch_size) == 780
+    common.cifar_data(config, "medium", data_path=str(tmp_path), train_examples=exp.train_examples,
+                      eval_examples=exp.eval_examples)
+    assert (config.data.name, config.data.max_train_examples, config.data.max_eval_examples) == (
+        "image_folder", 10000, 2000)
+    members = batch_norm.members(exp)
+    # 8 learning rates at scale 1, plus the 5 other init scales at lr 0.1, without and with BN.
+    assert len(members) == 2 * (8 + 5)
+    assert sum(m["optimizer.learning_rate"] == 0.1 for m in members) == 2 * 6
+    for values in members:
+        validate_config(member_config(config, values))
+    validate_against_data(config, exp.train_examples)

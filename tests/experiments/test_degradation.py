@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+from cnnjax.training.config import validate_against_data, validate_config
+from cnnjax.tuning.population import member_config
 from experiments import common, degradation
 from experiments.configs.degradation import get_config
 
@@ -54,9 +56,9 @@ def test_deeper_plain_net_trains_worse_and_shortcuts_fix_it(result):
 
 
 def test_unknown_variant_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="smoke, full"):
+    with pytest.raises(ValueError, match="smoke, medium, full"):
         get_config("tiny")
-    with pytest.raises(ValueError, match="smoke, full"):
+    with pytest.raises(ValueError, match="smoke, medium, full"):
         degradation.run(str(tmp_path), variant="tiny")
 
 
@@ -69,3 +71,24 @@ def test_full_variant_is_the_papers_recipe():
     steps_per_epoch = 45000 // 128
     assert [round(e * steps_per_epoch, -3) for e in config.schedule.boundaries_epochs] == [32000, 48000]
     assert math.isclose(config.num_epochs * steps_per_epoch, 64000, rel_tol=0.01)
+
+
+def test_medium_variant_is_the_papers_comparison_on_the_jpegs(tmp_path):
+    config, full = get_config("medium"), get_config("full")
+    exp = config.experiment
+    # The recipe is the paper's; only the sizes shrink.
+    for key in ("optimizer", "loss", "schedule.name", "schedule.gamma", "batch_size"):
+        assert config[key] == full[key], key
+    assert exp.depths == (20, 56) and exp.downsample == 2 and exp.widths == (8, 16, 32)
+    steps_per_epoch = exp.train_examples // config.batch_size
+    assert config.num_epochs * steps_per_epoch == 1248
+    assert [e / config.num_epochs for e in config.schedule.boundaries_epochs] == [0.5, 0.75]
+    common.cifar_data(config, "medium", data_path=str(tmp_path), train_examples=exp.train_examples,
+                      eval_examples=exp.eval_examples)
+    assert (config.data.name, config.data.path) == ("image_folder", str(tmp_path))
+    assert (config.data.max_train_examples, config.data.max_eval_examples) == (10000, 2000)
+    members = degradation.members(exp)
+    assert [(m["model.plain"], m["model.depth"]) for m in members] == [(True, 20), (True, 56), (False, 20), (False, 56)]
+    for values in members:
+        validate_config(member_config(config, values))
+    validate_against_data(config, exp.train_examples)
