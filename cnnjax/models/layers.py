@@ -358,7 +358,8 @@ class Conv(nn.Module):
     `cnnjax.kernels.conv.banded_conv`; a strided or grouped convolution falls back to
     im2col or xla), or `auto` (`cnnjax.kernels.conv.resolve_conv_impl`: on CPU `banded`
     where it applies, else im2col where a gradient is taken and XLA's
-    convolution where none is; `xla` on accelerators). Parameters and results are the same either
+    convolution where none is, or XLA's throughout a step traced under
+    `cnnjax.kernels.conv.outside_loops`; `xla` on accelerators). Parameters and results are the same either
     way, so the choice is purely about speed.
     """
 

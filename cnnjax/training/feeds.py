@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.data import pipeline
+from cnnjax.kernels.conv import outside_loops
 from cnnjax.training import sharding
 from cnnjax.training.state import TrainState
 from cnnjax.training.steps import eval_step, train_step
@@ -136,7 +137,7 @@ class InMemoryFeed:
 
     def make_step(self, monitor=None):
         step = make_step_fn(self.config, self.mean, self.std, monitor, batch_sharding=self.batch_sharding)
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(outside_loops(step), donate_argnums=0)  # a single run's step: never inside a loop
 
     def step_args(self, step: int) -> tuple:
         epoch, index = divmod(step, self.num_train_examples // self.config.batch_size)
@@ -192,7 +193,7 @@ class StreamingFeed:
 
     def make_step(self, monitor=None):
         step = make_batch_step_fn(self.mean, self.std, monitor, batch_sharding=self.batch_sharding)
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(outside_loops(step), donate_argnums=0)
 
     def step_args(self, step: int) -> tuple:
         if self._batches is None:

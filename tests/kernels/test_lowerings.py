@@ -192,3 +192,22 @@ def test_mixed_conv_is_xla_forward_and_im2col_when_differentiated(strides, paddi
     np.testing.assert_allclose(jax.vmap(mixed, (None, 0))(x, stacked)[1], im2col(x, 2 * kernel), rtol=1e-5, atol=2e-4)
     member_grads = jax.vmap(jax.grad(loss(mixed), 1), (None, 0))(x, stacked)
     np.testing.assert_allclose(member_grads[0], grads_i[1], rtol=1e-5, atol=1e-4)
+
+
+def test_auto_is_xla_in_a_step_traced_outside_loops_and_mixed_elsewhere():
+    if jax.default_backend() != "cpu":
+        pytest.skip("auto is XLA's convolution everywhere on accelerators")
+    layer = ((128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME")
+    seen = []
+
+    def step(x):
+        seen.append(conv_kernels.resolve_conv_impl("auto", *layer))
+        seen.append(conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)))
+        return x
+
+    jax.jit(conv_kernels.outside_loops(step))(jnp.zeros(2))
+    jax.jit(step)(jnp.ones(2))
+    assert seen == ["xla", "banded", "mixed", "banded"]  # banded layers keep banded either way
+    with pytest.raises(RuntimeError):  # the flag is reset when tracing fails
+        conv_kernels.outside_loops(lambda: (_ for _ in ()).throw(RuntimeError("boom")))()
+    assert conv_kernels.resolve_conv_impl("auto", *layer) == "mixed"
