@@ -101,6 +101,14 @@ class Sweep:
             self.trainers[key].group = {}
         return self.trainers[key]
 
+    def group(self, static: dict[str, Any], members: list[dict[str, Any]], ids: list[int], idx: list[int]):
+        """(config, population, trainer) of the static group `static`: `members[i]` for i in `idx`."""
+        group_config = member_config(self.config, static)
+        pop = self.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
+        trainer = self.trainer(group_config)
+        trainer.group = static
+        return group_config, pop, trainer
+
     def population(self, group_config, members, ids):
         pop = init_population(group_config, [traced_values(m) for m in members], self.dataset.num_classes,
                               self.dataset.image_shape, self.dataset.train.num_examples,
@@ -149,11 +157,7 @@ def train_groups(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], la
     """Trains members (split into static groups) for the whole budget."""
     groups = group_members(members)
     for g, (static, idx) in enumerate(groups):
-        group_config = member_config(sweep.config, static)
-        group_ids = [ids[i] for i in idx]
-        pop = sweep.population(group_config, [members[i] for i in idx], group_ids)
-        trainer = sweep.trainer(group_config)
-        trainer.group = static
+        group_config, pop, trainer = sweep.group(static, members, ids, idx)
         every = Schedule.from_config(group_config, sweep.dataset.train.num_examples).eval_every_steps
         where = ", ".join(filter(None, [label, f"group {g + 1}/{len(groups)}" if len(groups) > 1 else ""]))
         sweep.phases.train(trainer, pop, pop.total_steps, every, where or f"{pop.size} members")

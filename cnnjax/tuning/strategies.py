@@ -31,7 +31,7 @@ from cnnjax.tuning import space as space_lib
 from cnnjax.tuning.best import score
 from cnnjax.tuning.budget import hyperband_brackets
 from cnnjax.tuning.context import Sweep, group_members, traced_values, train_groups
-from cnnjax.tuning.population import member_config, set_member_values, take_members
+from cnnjax.tuning.population import set_member_values, take_members
 from cnnjax.tuning.space import narrow_space
 
 # PBT perturbs only values that act during training (not seeds or init scale).
@@ -71,10 +71,7 @@ def _halve(sweep: Sweep, members: list[dict[str, Any]], ids: list[int], min_epoc
     s = sweep.config.sweep
     rungs_log = []
     for static, idx in group_members(members):
-        group_config = member_config(sweep.config, static)
-        pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
-        trainer = sweep.trainer(group_config)
-        trainer.group = static
+        group_config, pop, trainer = sweep.group(static, members, ids, idx)
         epochs_done, rung_epochs = 0.0, min_epochs
         while True:
             target = min(rung_epochs, group_config.num_epochs)
@@ -128,10 +125,7 @@ def run_pbt(sweep: Sweep) -> None:
     rng = np.random.default_rng(s.seed)
     events = []
     for static, idx in group_members(members):
-        group_config = member_config(sweep.config, static)
-        pop = sweep.population(group_config, [members[i] for i in idx], [ids[i] for i in idx])
-        trainer = sweep.trainer(group_config)
-        trainer.group = static
+        group_config, pop, trainer = sweep.group(static, members, ids, idx)
         interval = max(1, int(round(s.pbt_interval_epochs * pop.steps_per_epoch)))
         while pop.step < pop.total_steps:
             pop = sweep.phases.train(trainer, pop, min(interval, pop.total_steps - pop.step), None,
