@@ -58,7 +58,7 @@ def population_rows(smoke: bool) -> list[dict]:
         dataset = population.synthetic(64 if smoke else 1024, shape)
         batch = 8 if smoke else 32
         for record in population.measure(model, dataset, [size], list(PLANS), repeats, batch_size=batch,
-                                         chunk_size=1 if smoke else 4):
+                                         chunk_size=1 if smoke else 4, min_population_steps=1 if smoke else 10):
             setting = f"P={size} {record['plan']}" + (f" (picked {record['picked']})" if record["picked"] else "")
             rows.append(_row("population", model, setting, record["member_steps_per_s"], "member-steps/s",
                              reference=record["sequential_member_steps_per_s"], ratio=record["ratio"],

@@ -58,7 +58,17 @@ def _time(fn, repeats):
     return (time.perf_counter() - t0) / repeats
 
 
-def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_size=32, chunk_size=4):
+def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_size=32, chunk_size=4,
+            conv_impl=None, include_auto=True, on_warm=None, min_population_steps=1):
+    """Member-steps/s of each plan (and of `auto`'s pick) against the single-run step called P times.
+
+    `conv_impl`: the population's `model.conv_impl` (the sequential baseline
+    keeps the default, what P separate runs would use). `on_warm(key, run)` is
+    called once per compiled plan after its warm-up (e.g. to profile `run()`).
+    Each round times `repeats` x P single steps and `repeats / (P / 4)` population
+    steps, at least `min_population_steps` (a fast accelerator step needs several
+    to outweigh the dispatch of the first).
+    """
     config = base_config()
     config.model.name = model_name
     config.batch_size = batch_size
@@ -85,10 +95,13 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
 
     _time(single_step, 3)
     records = []
-    member_step = make_member_step(config, mean, std)
+    population_config = config.copy_and_resolve_references()
+    if conv_impl:
+        population_config.model.conv_impl = conv_impl
+    member_step = make_member_step(population_config, mean, std)
     for size in population_sizes:
         members = [{"optimizer.learning_rate": 0.01 * (1 + i % 4), "seed": i} for i in range(size)]
-        pop = init_population(config, members, dataset.num_classes, dataset.image_shape, n)
+        pop = init_population(population_config, members, dataset.num_classes, dataset.image_shape, n)
         perms = epoch_permutations(pop.data_keys, 0, n, False)
         args = (pop.state, pop.alive, pop.data_keys, perms, jnp.asarray(0), images, labels)
         compiled = {}
@@ -97,8 +110,9 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
             if name == "chunked" and size <= chunk_size:
                 continue
             compiled[str(plan)] = jax.jit(plans.map_members(member_step, plan, False), donate_argnums=(0,))
-        auto_plan, auto_fn, _ = plans.choose_plan(member_step, args, "auto")
-        compiled[f"auto={auto_plan}"] = auto_fn
+        if include_auto:
+            auto_plan, auto_fn, _ = plans.choose_plan(member_step, args, "auto")
+            compiled[f"auto={auto_plan}"] = auto_fn
         states = {}
         for key, fn in compiled.items():
             states[key] = jax.tree_util.tree_map(jnp.copy, pop.state)
@@ -110,11 +124,13 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
 
             states[key] = run
             _time(run, 2)  # compile + warm-up
+            if on_warm is not None:
+                on_warm(key, run)
         seq_times, plan_times = [], {k: [] for k in compiled}
         for _ in range(3):  # alternate to spread machine noise evenly
             seq_times.append(_time(single_step, repeats) * size)
             for key in compiled:
-                plan_times[key].append(_time(states[key], max(1, repeats // max(1, size // 4))))
+                plan_times[key].append(_time(states[key], max(min_population_steps, repeats // max(1, size // 4))))
         seq = size / float(np.median(seq_times))
         for key, times in plan_times.items():
             rate = size / float(np.median(times))
@@ -122,8 +138,9 @@ def measure(model_name, dataset, population_sizes, plan_names, repeats, batch_si
             records.append({"model": model_name, "P": size, "plan": plan_name,
                             "picked": key.split("=", 1)[1] if key.startswith("auto=") else None,
                             "member_steps_per_s": rate, "sequential_member_steps_per_s": seq,
-                            "ratio": rate / seq, "device": jax.devices()[0].device_kind})
-            print(f"{model_name:16s} P={size:3d} {key:22s} {rate:9.1f} member-steps/s   "
+                            "ratio": rate / seq, "conv_impl": conv_impl or "auto",
+                            "device": jax.devices()[0].device_kind})
+            print(f"{model_name:16s} P={size:3d} {key:22s} conv {conv_impl or 'auto':7s} {rate:9.1f} member-steps/s   "
                   f"sequential {seq:9.1f}   ratio {rate / seq:5.2f}", flush=True)
     return records
 

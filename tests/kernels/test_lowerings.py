@@ -211,3 +211,29 @@ def test_auto_is_xla_in_a_step_traced_outside_loops_and_mixed_elsewhere():
     with pytest.raises(RuntimeError):  # the flag is reset when tracing fails
         conv_kernels.outside_loops(lambda: (_ for _ in ()).throw(RuntimeError("boom")))()
     assert conv_kernels.resolve_conv_impl("auto", *layer) == "mixed"
+
+
+def test_auto_on_accelerators_batches_per_member_kernels_as_matmuls(monkeypatch):
+    """On a GPU/TPU, auto is XLA's convolution except in a population's vmapped step (vmap and chunked plans)."""
+    from cnnjax.tuning import plans
+
+    lenet_conv = ((32, 32, 32, 1), (5, 5, 1, 6), (1, 1), "VALID")
+    resnet_conv = ((32, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME")
+    seen = []
+
+    def member_step(state, alive, key, permutation, index, images, labels):
+        seen.append(tuple(conv_kernels.resolve_conv_impl("auto", *layer) for layer in (lenet_conv, resnet_conv))
+                    + (conv_kernels.resolve_conv_impl("auto", *resnet_conv, feature_group_count=2),))
+        return state, alive, {}
+
+    args = (jnp.zeros((4, 2)), jnp.ones(4, bool), jnp.zeros((4, 2), jnp.uint32), jnp.zeros((4, 8), jnp.int32),
+            jnp.asarray(0), jnp.zeros((8, 2)), jnp.zeros(8, jnp.int32))
+    cpu_auto = (conv_kernels.resolve_conv_impl("auto", *lenet_conv), conv_kernels.resolve_conv_impl("auto", *resnet_conv))
+    jax.eval_shape(plans.map_members(member_step, plans.Plan("vmap"), False), *args)
+    assert seen[-1][:2] == cpu_auto  # CPU: members_batched changes nothing
+    monkeypatch.setattr(conv_kernels.jax, "default_backend", lambda: "gpu")
+    seen.clear()
+    for plan in (plans.Plan("vmap"), plans.Plan("chunked", 2), plans.Plan("sequential")):
+        jax.eval_shape(plans.map_members(member_step, plan, False), *args)
+    assert seen == [("banded", "im2col", "xla")] * 2 + [("xla", "xla", "xla")]
+    assert conv_kernels.resolve_conv_impl("auto", *resnet_conv) == "xla"  # flag reset after tracing
