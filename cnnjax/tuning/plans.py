@@ -1,8 +1,9 @@
 """Execution plans: how the member step is mapped over the population axis.
 
-- `vmap`: all members in one batched program. Per-member convolutions become
-  grouped convolutions, which XLA's CPU backend runs slowly, so this is not
-  always the fastest.
+- `vmap`: all members in one batched program. Per-member convolutions would
+  become grouped convolutions, slow on CPU and GPU alike; `members_batched`
+  marks the step so that `conv_impl=auto` lowers them to batched matmuls
+  instead. Still not always the fastest plan (memory traffic grows with P).
 - `chunked`: `lax.map` over chunks of `chunk_size` members, each chunk vmapped.
 - `sequential`: `lax.map` one member at a time, still one compiled program.
 - Under a device mesh (axis `member`), each device runs the plan over its own
