@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnjax.data import image_folder, tfds_loader
 from cnnjax.data.archive import ImageFiles
+from cnnjax.data.decode_workers import decode_images
 from cnnjax.data.image_folder import IMAGE_FOLDER
 from cnnjax.data.loader import Split, config_value
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
@@ -62,7 +63,7 @@ def _folder_split(data_config: Any, split: str) -> tuple[np.ndarray, list[str], 
     reader, files, classes, class_names = folder_split_files(data_config, split)
     root = str(config_value(data_config, "path", ""))
     try:
-        decoded = [image_folder.decode_image(data, name) for data, name in zip(reader.read(files), files)]
+        decoded = decode_images(files, reader.read(files))
     finally:
         reader.close()
     bad = next((name for name, image in zip(files, decoded) if image is None), None)

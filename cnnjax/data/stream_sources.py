@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from cnnjax.data import archive
+from cnnjax.data.decode import GRAY_MODES
 from cnnjax.data.errors import DataError
-from cnnjax.data.image_folder import GRAY_MODES, IMAGE_FOLDER, bad_image_error, select_image_files
+from cnnjax.data.image_folder import IMAGE_FOLDER, bad_image_error, select_image_files
 from cnnjax.data.loader import config_value
 from cnnjax.data.splits import DEFAULT_SEED, SPLIT_NAMES, stratified_subset
 from cnnjax.data.stream_checks import bad_images_choice

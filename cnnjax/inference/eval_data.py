@@ -2,7 +2,8 @@
 
 An image folder is listed (and its class names checked) at once, but its
 images are decoded a chunk at a time, so that decoding one chunk overlaps the
-forward passes of the one before (JAX runs them asynchronously). Each image
+forward passes of the one before (JAX runs them asynchronously); the chunks are
+decoded on every core (`cnnjax.data.decode_workers`). Each image
 gets the numbers it would get from a whole-split load: gray or colour as
 decoded, then converted to the run's channels and size. An undecodable image,
 or one whose size differs from the first image's, is reported when its chunk is
@@ -21,8 +22,9 @@ import numpy as np
 
 from cnnjax.data import one_split
 from cnnjax.data.archive import is_tarball
+from cnnjax.data.decode_workers import decoded_chunks
 from cnnjax.data.errors import DataError
-from cnnjax.data.image_folder import IMAGE_FOLDER, bad_image_error, check_bad_images, decode_image, stack_images
+from cnnjax.data.image_folder import IMAGE_FOLDER, bad_image_error, check_bad_images, stack_images
 from cnnjax.inference.restore import InferenceError, RestoredRun, convert_images
 
 Chunks = Iterator[tuple[np.ndarray, np.ndarray]]
@@ -97,26 +99,33 @@ def _folder_images(run: RestoredRun, data: ml_collections.ConfigDict) -> EvalIma
         reader.close()
     result = EvalImages(num_examples=len(files), chunks=lambda size: iter(()))
 
+    def read(start: int, stop: int) -> list[bytes]:
+        return blobs[start:stop] if blobs is not None else reader.read(files[start:stop])
+
     def chunks(size: int) -> Chunks:
         first = None  # (height, width) and name of the first image: all must have its size
+        decoded: list[np.ndarray | None] = []
+        start = 0
         try:
-            for start in range(0, len(files), size):
-                names = files[start:start + size]
-                data_bytes = blobs[start:start + size] if blobs is not None else reader.read(names)
-                decoded = [decode_image(b, name) for b, name in zip(data_bytes, names)]
-                keep = [i for i, image in enumerate(decoded) if image is not None]
-                if len(keep) < len(names):
-                    bad = [names[i] for i, image in enumerate(decoded) if image is None]
-                    if data.get("bad_images", "error") == "error":
-                        raise bad_image_error(bad[0], str(data.path))
-                    result.skipped.extend(bad)
-                if not keep:
-                    continue
-                kept = [decoded[i] for i in keep]
-                first = first or (kept[0].shape[:2], names[keep[0]])
-                shape = (*first[0], max(x.shape[2] for x in kept))
-                images = stack_images(kept, [names[i] for i in keep], shape, first[1])
-                yield convert_images(images, run.image_shape, source), labels[start:start + size][keep]
+            for piece in decoded_chunks(files, read):  # smaller pieces, on every core, in order
+                decoded.extend(piece)
+                while len(decoded) >= size or (decoded and start + len(decoded) == len(files)):
+                    names, part = files[start:start + size], decoded[:size]
+                    labels_part = labels[start:start + size]
+                    decoded, start = decoded[size:], start + len(part)
+                    keep = [i for i, image in enumerate(part) if image is not None]
+                    if len(keep) < len(part):
+                        bad = [names[i] for i, image in enumerate(part) if image is None]
+                        if data.get("bad_images", "error") == "error":
+                            raise bad_image_error(bad[0], str(data.path))
+                        result.skipped.extend(bad)
+                    if not keep:
+                        continue
+                    kept = [part[i] for i in keep]
+                    first = first or (kept[0].shape[:2], names[keep[0]])
+                    shape = (*first[0], max(x.shape[2] for x in kept))
+                    images = stack_images(kept, [names[i] for i in keep], shape, first[1])
+                    yield convert_images(images, run.image_shape, source), labels_part[keep]
         except DataError as err:
             raise InferenceError(f"Cannot load the evaluation data ({source}): {err}") from None
         finally:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.data import DataError, image_folder, load_dataset
+from cnnjax.data import DataError, decode_workers, load_dataset
 from cnnjax.data.image_folder import load_image_folder
 from experiments import common
 
@@ -94,8 +94,8 @@ def test_tarball_with_leading_directory_matches_directory(tmp_path):
 def test_caps_select_before_decoding(tmp_path, monkeypatch):
     _write_tree(tmp_path, {"train": {"a": 30, "b": 10}})
     decoded = []
-    real_decode = image_folder.decode_image
-    monkeypatch.setattr(image_folder, "decode_image", lambda data, name: decoded.append(name) or real_decode(data, name))
+    real_decode = decode_workers.decode_image
+    monkeypatch.setattr(decode_workers, "decode_image", lambda data, name: decoded.append(name) or real_decode(data, name))
     arrays, _ = load_image_folder(tmp_path, max_examples={"train": 8}, max_per_class=5)
     assert np.bincount(arrays["train"][1]).tolist() == [4, 4]
     assert all(np.bincount(arrays[s][1], minlength=2).max() <= 5 for s in ("validation", "test"))

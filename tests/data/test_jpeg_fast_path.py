@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnjax.data import image_folder
-from cnnjax.data.image_folder import _decode_plain_jpeg, decode_image
+from cnnjax.data import decode as image_decode
+from cnnjax.data.decode import _decode_plain_jpeg, decode_image
 
 
 def _ordinary(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
-        array = np.asarray(image.convert("L" if image.mode in image_folder.GRAY_MODES else "RGB"), np.uint8)
+        array = np.asarray(image.convert("L" if image.mode in image_decode.GRAY_MODES else "RGB"), np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 
