@@ -72,7 +72,7 @@ class _Helper:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from cnnjax.data.decode_workers import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
 
     def decode(self, blobs: list[bytes], names: Sequence[str]) -> Decoded | None:
         try:
@@ -133,9 +133,11 @@ def decoded_chunks(names: Sequence[str], read: Callable[[int, int], list[bytes]]
             done.notify_all()
 
     def helper_loop() -> None:
-        helper = None
         try:
             helper = _Helper()
+        except OSError:  # no helper: the caller decodes everything
+            return
+        try:
             while (index := take()) is not None:
                 start, stop = bounds[index]
                 decoded = helper.decode(read_chunk(index), names[start:stop])
@@ -151,8 +153,7 @@ def decoded_chunks(names: Sequence[str], read: Callable[[int, int], list[bytes]]
             with done:
                 done.notify_all()
         finally:
-            if helper is not None:
-                helper.close()
+            helper.close()
 
     threads = [threading.Thread(target=helper_loop, daemon=True) for _ in range(helpers)]
     for thread in threads:

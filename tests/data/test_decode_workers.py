@@ -81,3 +81,14 @@ def test_helper_count_needs_enough_images_and_a_spare_core(monkeypatch):
     assert decode_workers.helper_count(50_000) == 1
     monkeypatch.setattr(decode_workers.os, "sched_getaffinity", lambda _: {0}, raising=False)
     assert decode_workers.helper_count(50_000) == 0
+
+
+def test_a_helper_that_cannot_start_leaves_the_work_to_the_caller(monkeypatch):
+    names, blobs = _images(40)
+    want = [decode_image(b, name) for b, name in zip(blobs, names)]
+
+    def no_process(*args, **kwargs):
+        raise OSError("no interpreter")
+
+    monkeypatch.setattr(decode_workers.subprocess, "Popen", no_process)
+    _equal(decode_workers.decode_images(names, blobs, helpers=2), want)
