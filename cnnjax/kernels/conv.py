@@ -16,12 +16,12 @@ under vmap too, so `auto` uses it there (`mixed_conv`); banded layers keep
 knows is compiled outside any loop (`outside_loops`), takes XLA's convolution
 throughout.
 
-On accelerators `auto` is XLA's (cuDNN's) convolution, except where each
+On accelerators `auto` is XLA's convolution, except on a GPU where each
 population member has its own kernel under `vmap` (`members_batched`): vmap
 turns such a layer into one grouped convolution (`feature_group_count` = P),
-slow on a GPU, so there `auto` lowers to the same matmuls as on CPU, which
-vmap batches (LeNet-5, P=32 on one H200: 5.2x the member-steps/s of the
-grouped convolution).
+slow in cuDNN, so there `auto` lowers to the same matmuls as on CPU, which
+vmap batches (LeNet-5, P=32 on one H200: 4.4-5.2x the member-steps/s of the
+grouped convolution). TPUs keep XLA's convolutions (not measured there).
 """
 
 from __future__ import annotations
@@ -103,11 +103,11 @@ def outside_loops(fn):
 def members_batched(fn):
     """`fn`, traced under `vmap` over population members, each with its own kernels.
 
-    The population code wraps the function it vmaps with this. On
-    accelerators `auto` then lowers each layer to `banded_conv` where
+    The population code wraps the function it vmaps with this. On a GPU
+    `auto` then lowers each layer to `banded_conv` where
     `banded_applies`, else to `im2col_conv`: vmap batches their matmuls, where
     it would turn XLA's convolution into one grouped convolution over all
-    members. On CPU it changes nothing.
+    members. On CPU and TPU it changes nothing.
     """
 
     @functools.wraps(fn)
@@ -125,8 +125,8 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
     On CPU `auto` is `banded` where `banded_applies` and `mixed` elsewhere
     (`mixed_conv`: im2col where a gradient is taken, XLA's convolution where
     none is), or `xla` in code traced under `outside_loops`; accelerators keep
-    XLA's (cuDNN's) convolutions, except under `members_batched`, where they
-    take `banded` or `im2col` (an ungrouped layer; a grouped one stays `xla`). `xla` is faster on CPU for
+    XLA's convolutions, except a GPU under `members_batched`, where an
+    ungrouped layer takes `banded` or `im2col` (a grouped one stays `xla`). `xla` is faster on CPU for
     a convolution compiled outside any loop (ResNet-20, batch 128, blocks
     unrolled: about 0.65x the CPU time of `im2col` per step), but inside a
     `while` loop (a `lax.scan` over steps, a `lax.map` over population
@@ -137,8 +137,10 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
     if impl not in CONV_IMPL_CHOICES:
         raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
     if impl == "auto":
-        if jax.default_backend() != "cpu":
-            if not getattr(_TRACING, "members_batched", False) or feature_group_count != 1:
+        backend = jax.default_backend()
+        if backend != "cpu":
+            # Measured on GPUs only; a TPU keeps XLA's convolutions until measured there.
+            if backend != "gpu" or not getattr(_TRACING, "members_batched", False) or feature_group_count != 1:
                 return "xla"
             if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding):
                 return "banded"

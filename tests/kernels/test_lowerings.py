@@ -214,7 +214,7 @@ def test_auto_is_xla_in_a_step_traced_outside_loops_and_mixed_elsewhere():
 
 
 def test_auto_on_accelerators_batches_per_member_kernels_as_matmuls(monkeypatch):
-    """On a GPU/TPU, auto is XLA's convolution except in a population's vmapped step (vmap and chunked plans)."""
+    """On a GPU, auto is XLA's convolution except in a population's vmapped step (vmap and chunked plans)."""
     from cnnjax.tuning import plans
 
     lenet_conv = ((32, 32, 32, 1), (5, 5, 1, 6), (1, 1), "VALID")
@@ -237,3 +237,7 @@ def test_auto_on_accelerators_batches_per_member_kernels_as_matmuls(monkeypatch)
         jax.eval_shape(plans.map_members(member_step, plan, False), *args)
     assert seen == [("banded", "im2col", "xla")] * 2 + [("xla", "xla", "xla")]
     assert conv_kernels.resolve_conv_impl("auto", *resnet_conv) == "xla"  # flag reset after tracing
+    monkeypatch.setattr(conv_kernels.jax, "default_backend", lambda: "tpu")  # not measured there: XLA's
+    seen.clear()
+    jax.eval_shape(plans.map_members(member_step, plans.Plan("vmap"), False), *args)
+    assert seen == [("xla", "xla", "xla")]
