@@ -75,11 +75,17 @@ def test_read_errors_reach_the_caller():
         list(decode_workers.decoded_chunks(names, read, chunk_size=8, helpers=1))
 
 
-def test_helper_count_needs_enough_images_and_a_spare_core(monkeypatch):
+def test_helper_count_needs_enough_images_and_an_idle_core(monkeypatch):
     monkeypatch.setattr(decode_workers.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (0.9, 0.0, 0.0), raising=False)
     assert decode_workers.helper_count(decode_workers.MIN_IMAGES_FOR_HELPERS - 1) == 0
     assert decode_workers.helper_count(50_000) == 1
+    monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (2.6, 0.0, 0.0), raising=False)
+    assert decode_workers.helper_count(50_000) == 0  # other work holds the other core
+    monkeypatch.setattr(decode_workers.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert decode_workers.helper_count(50_000) == decode_workers.MAX_HELPERS
     monkeypatch.setattr(decode_workers.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (0.0, 0.0, 0.0), raising=False)
     assert decode_workers.helper_count(50_000) == 0
 
 
