@@ -10,7 +10,8 @@ this module computes ``mean`` and ``std`` for each choice in
 * ``standardize``: per-channel mean and per-channel std, shape (1, 1, C); a
   std below ``STD_EPSILON`` (a constant channel) is raised to it.
 
-Statistics are accumulated in float64 over chunks of images, so a large uint8
+Per-channel statistics come from exact counts of each uint8 value per channel;
+the mean image is accumulated in float64 over chunks of images. A large uint8
 training set is never copied to floating point in full. No TensorFlow needed.
 """
 
@@ -41,15 +42,30 @@ def _pixel_mean(images: np.ndarray) -> np.ndarray:
     return total / (255.0 * len(images))
 
 
-def _channel_std(images: np.ndarray, channel_mean: np.ndarray) -> np.ndarray:
-    """Per-channel std of x / 255 about ``channel_mean``, shape (C,), float64."""
-    # Two-pass (mean first, then squared deviations) for numerical accuracy.
-    squares = np.zeros(images.shape[-1], np.float64)
+def _channel_histograms(images: np.ndarray) -> np.ndarray:
+    """How often each uint8 value occurs in each channel, shape (C, 256), int64 (exact)."""
+    channels = images.shape[-1]
+    offsets = np.arange(channels, dtype=np.int32) * 256  # channel c counts in bins c*256 ...
+    counts = np.zeros(256 * channels, np.int64)
     for start in range(0, len(images), _CHUNK):
-        chunk = images[start : start + _CHUNK].astype(np.float64) / 255.0
-        squares += ((chunk - channel_mean) ** 2).sum(axis=(0, 1, 2))
-    count = images.shape[0] * images.shape[1] * images.shape[2]
-    return np.sqrt(squares / count)
+        chunk = images[start : start + _CHUNK].reshape(-1, channels)
+        counts += np.bincount((chunk + offsets).ravel(), minlength=256 * channels)
+    return counts.reshape(channels, 256)
+
+
+def _channel_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of x / 255, shape (C,) each, float64, from exact value counts.
+
+    One pass of integer counting instead of float64 sums over every pixel
+    (about 2x faster for CIFAR-10), and the std is taken about the mean from
+    256 terms per channel, which is exact up to the final rounding.
+    """
+    counts = _channel_histograms(images).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = counts.sum(axis=1)
+    mean = counts @ values / total
+    std = np.sqrt((counts * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / total)
+    return mean, std
 
 
 def compute_preprocess_stats(train_images: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +89,11 @@ def compute_preprocess_stats(train_images: np.ndarray, method: str) -> tuple[np.
     channels = images.shape[-1]
     mean = np.zeros((1, 1, channels), np.float64)
     std = np.ones((1, 1, channels), np.float64)
-    if method != "none":
-        pixel_mean = _pixel_mean(images)
-        if method == "mean_image":
-            mean = pixel_mean
-        else:
-            mean = pixel_mean.mean(axis=(0, 1), keepdims=True)
-    if method == "standardize":
-        std = _channel_std(images, mean[0, 0]).reshape(1, 1, channels)
-        std = np.maximum(std, STD_EPSILON)
+    if method == "mean_image":
+        mean = _pixel_mean(images)
+    elif method != "none":
+        channel_mean, channel_std = _channel_moments(images)
+        mean = channel_mean.reshape(1, 1, channels)
+        if method == "standardize":
+            std = np.maximum(channel_std, STD_EPSILON).reshape(1, 1, channels)
     return mean.astype(np.float32), std.astype(np.float32)
