@@ -41,6 +41,12 @@ flags.DEFINE_string("coordinator_address", None, "Multi-process run with an expl
                     "process 0 (with --num_processes and --process_id).")
 flags.DEFINE_integer("num_processes", None, "Multi-process run: the number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0 .. num_processes-1.")
+flags.DEFINE_string(
+    "compilation_cache", os.environ.get("CNNJAX_COMPILATION_CACHE", "auto"),
+    "Directory where compiled programs are kept for later runs of the same program (JAX's persistent "
+    "compilation cache): auto ($JAX_COMPILATION_CACHE_DIR, else ~/.cache/cnnjax/jax), a directory, or off. "
+    "Default from $CNNJAX_COMPILATION_CACHE.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -170,13 +176,19 @@ def main(argv: list[str]) -> int:
 
 
 def _setup_devices() -> None:
-    """Applies --cpu_devices and the multi-process flags (before any JAX backend starts)."""
+    """Applies --cpu_devices, --compilation_cache and the multi-process flags (before any JAX backend starts)."""
     if FLAGS.cpu_devices < 0:
         raise FlagError(f"--cpu_devices must be >= 0 (0: JAX's default, one device), got {FLAGS.cpu_devices}")
     if FLAGS.cpu_devices:
         import jax
 
         jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)
+    from cnnjax.training import compile_cache
+
+    try:
+        compile_cache.enable(compile_cache.cache_dir(FLAGS.compilation_cache))
+    except compile_cache.CacheDirError as err:
+        raise FlagError(str(err)) from None
     explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.distributed or any(v is not None for v in explicit):
         from cnnjax.training.sharding import MeshError, initialize_distributed

@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
+# Every test compiles afresh (and writes no cache into the home directory);
+# tests/test_compile_cache.py turns the cache on where it is the subject.
+os.environ["CNNJAX_COMPILATION_CACHE"] = "off"
 
 
 def _load_config(name: str = "default", arg: str | None = None):
