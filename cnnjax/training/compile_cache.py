@@ -4,8 +4,8 @@ A command compiles the same programs every time it runs the same model at
 the same shapes (the train step, the evaluation, the state's init). With the
 cache on, XLA's compiled executables are written to a directory and a later
 process that lowers the same program (same HLO, compiler options, devices and
-jax version) loads it instead of compiling: the LeNet-5 image-folder job's
-first step took 0.65-0.75 s instead of 4.6 s on the loaded 2-core CPU. The
+jax version) loads it instead of compiling: a short LeNet-5 image-folder
+job's first step took 0.65-0.75 s instead of 4.6 s on a loaded 2-core CPU. The
 results are those of a fresh compile (tested bit for bit). Programs with host
 callbacks are never cached (JAX's rule).
 
