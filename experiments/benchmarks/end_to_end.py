@@ -1,13 +1,14 @@
 """End to end: the LeNet-5 CIFAR-folder job in cnnjax against the same recipe in PyTorch.
 
-    python experiments/benchmarks/end_to_end.py --data_path=../shared/data/cifar10-train-jpg.tar.gz \
-        [--num_epochs=15] [--rounds=1] [--out=FILE.json]
+    python -m experiments.benchmarks.end_to_end --data_path=../shared/data/cifar10-train-jpg.tar.gz \
+        [--num_epochs=15] [--rounds=1] [--compilation_cache=off|DIR] [--out=FILE.json]
 
 Runs, alternating (the first framework changes every round), two whole commands
 in fresh processes and workdirs:
 
     cnnjax --config=experiments/configs/image_folder.py --workdir=W --config.data.path=ARCHIVE \
-        --config.model.name=lenet5 --config.num_epochs=15 --config.optimizer.learning_rate=0.05
+        --config.model.name=lenet5 --config.num_epochs=15 --config.optimizer.learning_rate=0.05 \
+        --compilation_cache=off
     python experiments/benchmarks/torch_folder_lenet.py --data_path=ARCHIVE --workdir=W --num_epochs=15
 
 (the CLI as `python -m cnnjax.main`, the console script's entry point) and
@@ -31,8 +32,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "image_folder.py")
 TORCH_SCRIPT = os.path.join(ROOT, "experiments", "benchmarks", "torch_folder_lenet.py")
@@ -40,12 +39,13 @@ DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-train-jpg.
 
 
 def commands(data_path: str, workdir: str, num_epochs: float, learning_rate: float,
-             torch_threads: int = 0) -> dict[str, list[str]]:
+             torch_threads: int = 0, compilation_cache: str = "off") -> dict[str, list[str]]:
     """The two commands of one round, by framework."""
     return {
         "cnnjax": [sys.executable, "-m", "cnnjax.main", f"--config={CONFIG}", f"--workdir={workdir}/cnnjax",
                    f"--config.data.path={data_path}", "--config.model.name=lenet5",
-                   f"--config.num_epochs={num_epochs:g}", f"--config.optimizer.learning_rate={learning_rate:g}"],
+                   f"--config.num_epochs={num_epochs:g}", f"--config.optimizer.learning_rate={learning_rate:g}",
+                   f"--compilation_cache={compilation_cache}"],
         "pytorch": [sys.executable, TORCH_SCRIPT, f"--data_path={data_path}", f"--workdir={workdir}/pytorch",
                     f"--num_epochs={num_epochs:g}", f"--learning_rate={learning_rate:g}",
                     f"--threads={torch_threads}"],
@@ -139,6 +139,9 @@ def main() -> None:
                              "PyTorch's default two threads ran LeNet-5 steps 6-13x slower than one thread")
     parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure decode vs statistics and the TensorFlow import once")
+    parser.add_argument("--compilation_cache", default="off",
+                        help="cnnjax's --compilation_cache: off (default) compiles in every round, as a first run "
+                             "does; a directory lets the rounds after the first load the compiled programs")
     parser.add_argument("--out", help="write the records to this JSON file")
     args = parser.parse_args()
     data_path = os.path.abspath(args.data_path)
@@ -157,7 +160,7 @@ def main() -> None:
                 workdir = os.path.join(scratch, str(index))
                 os.makedirs(workdir, exist_ok=True)
                 command = commands(data_path, workdir, args.num_epochs, args.learning_rate,
-                                   args.torch_threads)[framework]
+                                   args.torch_threads, args.compilation_cache)[framework]
                 record = run_command(framework, command, workdir)
                 record["round"] = index
                 records.append(record)
@@ -167,7 +170,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"records": records, "probe": probed, "num_epochs": args.num_epochs,
-                       "torch_threads": args.torch_threads,
+                       "torch_threads": args.torch_threads, "compilation_cache": args.compilation_cache,
                        "load_avg_at_start": load}, f, indent=1)
 
 

@@ -1,6 +1,7 @@
 """`--mode=eval` wall time against what training spends on the same evaluation.
 
-    python experiments/benchmarks/eval_time.py --data_path=../shared/data/cifar10-train-jpg.tar.gz [--rounds=3] [--out=FILE.json]
+    python -m experiments.benchmarks.eval_time --data_path=../shared/data/cifar10-train-jpg.tar.gz [--rounds=3]
+        [--compilation_cache=off|DIR] [--out=FILE.json]
 
 Target (README, "After training"): the whole `cnnjax --mode=eval` command on a
 10,000-image folder takes at most 1.5x the time a training run spends on one
@@ -40,10 +41,14 @@ DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-train-jpg.
 NUM_EXAMPLES = 10_000
 
 
+CACHE = {"flag": "off"}  # --compilation_cache of every command (main's --compilation_cache)
+
+
 def _cli(args: list[str]) -> tuple[float, float]:
     """Runs `python -m cnnjax.main ARGS`; returns (start, end) wall-clock times."""
     start = time.time()
-    done = subprocess.run([sys.executable, "-m", "cnnjax.main", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cnnjax.main", *args, f"--compilation_cache={CACHE['flag']}"],
+                          capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
     end = time.time()
     if done.returncode:
@@ -105,8 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", default=DEFAULT_ARCHIVE, help="the CIFAR-10 JPEG archive (.tar.gz)")
     parser.add_argument("--rounds", type=int, default=1, help="training runs, each followed by an eval (median ratio)")
+    parser.add_argument("--compilation_cache", default="off",
+                        help="both commands' --compilation_cache: off (default) compiles every time, as a first "
+                             "run does; a directory lets later rounds load the compiled programs")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args()
+    CACHE["flag"] = args.compilation_cache
     archive = os.path.abspath(args.data_path)
     if not os.path.isfile(archive) or not tarfile.is_tarfile(archive):
         parser.exit(2, f"--data_path: {archive} is not a tar archive; pass the CIFAR-10 JPEG archive\n")
