@@ -44,7 +44,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     `{"status": "interrupted", ...}`.
     """
     start = time.time()
-    config_lib.validate_config(config)
+    config_lib.validate_training(config)
     space = validate_sweep(config)
     member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
     if dataset is None:

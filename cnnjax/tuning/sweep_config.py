@@ -1,22 +1,51 @@
-"""The checks of the `sweep` config block.
+"""The `sweep` config block: its keys with their defaults, and their checks.
 
 `sweep_problems` checks what the config alone decides (the keys' values, the
-space's dimensions, the strategy and sampler against them). `validate_sweep`
-adds what only a sweep needs when `--mode=sweep` starts: a non-empty space, and
-the Optuna side (each dimension as an Optuna distribution, the sampler's
-optional package). The study storage is checked against the workdir in
-`run_sweep`.
+space's dimensions, the strategy and sampler against them) and is called by the
+schema's `cnnjax.config.validate_config`, whatever the mode: a bad sweep block
+is a bad config. `validate_sweep` adds what only a sweep needs when
+`--mode=sweep` starts: a non-empty space, and the Optuna side (each dimension as
+an Optuna distribution, the sampler's optional package). The study storage is
+checked against the workdir in `run_sweep`.
 """
 
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from cnnjax.tuning import plans as plans_lib
 from cnnjax.tuning import space as space_lib
 from cnnjax.tuning import study as study_lib
 from cnnjax.tuning.context import SweepError
 from cnnjax.tuning.strategies import strategy_problems, strategy_space_problem
+
+
+def sweep_defaults() -> ml_collections.ConfigDict:
+    """The schema's `sweep` block (`--mode=sweep`; see `cnnjax.tuning.strategies`)."""
+    s = ml_collections.ConfigDict()
+    s.space = ml_collections.ConfigDict()  # e.g. space.optimizer.learning_rate = "loguniform(1e-3, 1)"
+    s.space_extra = ""  # "path=spec; path=spec": dimensions added from the command line
+    s.population_size = 16
+    s.sampler = "random"  # random | grid | quasi_random | tpe | cmaes | gp (Optuna's, in rounds)
+    s.storage = ""  # Optuna study storage; "" = sqlite:///WORKDIR/study.db (a URL or journal:PATH)
+    s.study_name = ""  # "" = the workdir's name
+    s.grid_points = 3
+    s.strategy = "single"  # single | coarse_to_fine | successive_halving | hyperband | pbt
+    s.seed = 0
+    s.plan = "auto"  # auto | vmap | chunked | sequential
+    s.chunk_size = config_dict.placeholder(int)
+    s.shared_batches = False
+    s.mesh_devices = 1  # shard the member axis over this many devices (0: all)
+    s.rounds = 3  # coarse_to_fine; model-based samplers (tpe, cmaes, gp)
+    s.top_k = 4  # coarse_to_fine
+    s.eta = 2  # successive_halving, hyperband: keep 1/eta at each rung
+    s.min_epochs = 1.0  # successive_halving, hyperband: first (smallest) rung
+    s.pbt_interval_epochs = 1.0
+    s.pbt_fraction = 0.25
+    s.pbt_perturb = (0.8, 1.25)
+    s.keep_best = 1  # the best members (on validation accuracy) written as run workdirs under best/
+    return s
 
 
 def read_space(config: ml_collections.ConfigDict) -> dict[str, space_lib.Distribution]:
@@ -38,7 +67,7 @@ def sweep_problems(config: ml_collections.ConfigDict) -> list[str]:
     a block without a space (a single run's) has only its keys checked.
     """
     if "sweep" not in config:
-        return ["missing block(s) sweep: build the config on cnnjax.training.config.base_config()"]
+        return ["missing block(s) sweep: build the config on cnnjax.config.base_config()"]
     sweep = config.sweep
     errors = strategy_problems(sweep)
     samplers = space_lib.SAMPLER_CHOICES + study_lib.OPTUNA_SAMPLERS

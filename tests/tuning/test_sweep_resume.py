@@ -250,7 +250,7 @@ def test_best_members_are_run_workdirs_with_test_accuracy(data, tmp_path):
 
 
 def test_planned_member_steps_match_the_rungs():
-    from cnnjax.training.config import base_config
+    from cnnjax.config import base_config
     from cnnjax.tuning.budget import planned_member_steps
     from cnnjax.tuning.sweep_config import read_space
 
