@@ -73,6 +73,20 @@ def test_model_and_data_options_are_validated_up_front(run_cli, tmp_path):
     )
 
 
+def test_bad_sweep_monitor_and_babysit_blocks_fail_a_single_run(run_cli, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(f"--config={DEFAULT}:smoke", f"--workdir={workdir}", "--config.sweep.sampler=bayes",
+                     "--config.monitor.dead_fraction=0", "--config.babysit.examples=1")
+    _assert_clean_error(
+        result, workdir,
+        "Invalid config:",
+        "sweep.sampler='bayes' is unknown; valid choices: random, grid, quasi_random, tpe",
+        "monitor.dead_fraction must be in (0, 1), got 0",
+        "babysit.examples must be >= 2, got 1",
+    )
+    assert result.stderr.count("error:") == 1, result.stderr
+
+
 def test_missing_data_path(run_cli, tmp_path):
     workdir = tmp_path / "run"
     result = run_cli(f"--config={FOLDER}", f"--workdir={workdir}", f"--config.data.path={tmp_path / 'nowhere'}")
