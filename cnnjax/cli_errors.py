@@ -137,7 +137,7 @@ def _nearest_config_key(config, bad: str) -> str:
 
     walk(config, "")
     close = difflib.get_close_matches(bad, keys, n=1, cutoff=0.6)
-    return f"; did you mean --config.{close[0]}?" if close else "; see the keys in cnnjax/training/config.py"
+    return f"; did you mean --config.{close[0]}?" if close else "; see the keys in cnnjax/config.py"
 
 
 def _load_config_file(argv: list[str]):

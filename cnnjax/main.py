@@ -159,6 +159,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
+        if FLAGS.mode not in INFERENCE_MODES:  # those read a trained run's own config.json
+            from cnnjax.config import validate_config
+
+            validate_config(FLAGS.config)  # every block, whatever the mode: before any compile or write
         MODES[FLAGS.mode]()
     except errors as err:
         print(f"error: {err}", file=sys.stderr)

@@ -113,7 +113,8 @@ def schedule_table(keys: list[tuple], steps_per_epoch: int, total_steps: int):
 
 
 def _check(config, members) -> list:
-    from cnnjax.training import config as config_lib
+    from cnnjax.config import validate_config
+    from cnnjax.training.config import ConfigError
     from cnnjax.tuning.population import member_config
 
     if not members:
@@ -127,8 +128,8 @@ def _check(config, members) -> list:
             continue
         cfg = member_config(config, values)
         try:
-            config_lib.validate_config(cfg)
-        except config_lib.ConfigError as e:
+            validate_config(cfg)
+        except ConfigError as e:
             errors.append(f"member {i} {values}: {e}")
         cfgs.append(cfg)
     if errors:

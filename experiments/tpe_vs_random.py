@@ -57,7 +57,7 @@ def run(workdir: str, variant: str = "smoke", data_path: str | None = None) -> d
 
     from cnnjax.tuning import space as space_lib
     from cnnjax.tuning import study as study_lib
-    from cnnjax.tuning.sweep import read_space
+    from cnnjax.tuning.sweep_config import read_space
 
     config = get_config(variant)
     space = read_space(config)

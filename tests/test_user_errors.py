@@ -61,16 +61,26 @@ def test_workdir_that_is_a_file(run_cli, tmp_path):
     assert workdir.read_text() == "keep me"
 
 
-def test_model_and_data_options_are_validated_up_front(run_cli, tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "culprits"),
+    [
+        (["--config.model.kernel_init=orthogonal", "--config.model.activation=swish",
+          "--config.data.bad_images=ignore"],
+         ["model.kernel_init='orthogonal' is unknown; valid choices: zeros, normal, xavier_uniform",
+          "model.activation='swish' is unknown; valid choices: relu, tanh",
+          "data.bad_images='ignore' is unknown; valid choices: error, skip"]),
+        # A single run does not read these blocks, but a bad value in them is a bad config.
+        (["--config.sweep.sampler=bayes", "--config.monitor.dead_fraction=0", "--config.babysit.examples=1"],
+         ["sweep.sampler='bayes' is unknown; valid choices: random, grid, quasi_random, tpe",
+          "monitor.dead_fraction must be in (0, 1), got 0", "babysit.examples must be >= 2, got 1"]),
+    ],
+    ids=["model-and-data-options", "sweep-monitor-babysit-blocks"],
+)
+def test_bad_values_are_validated_up_front_all_in_one_message(run_cli, tmp_path, flags, culprits):
     workdir = tmp_path / "run"
-    result = run_cli(f"--config={DEFAULT}:smoke", f"--workdir={workdir}", "--config.model.kernel_init=orthogonal",
-                     "--config.model.activation=swish", "--config.data.bad_images=ignore")
-    _assert_clean_error(
-        result, workdir,
-        "model.kernel_init='orthogonal' is unknown; valid choices: zeros, normal, xavier_uniform",
-        "model.activation='swish' is unknown; valid choices: relu, tanh",
-        "data.bad_images='ignore' is unknown; valid choices: error, skip",
-    )
+    result = run_cli(f"--config={DEFAULT}:smoke", f"--workdir={workdir}", *flags)
+    _assert_clean_error(result, workdir, "Invalid config:", *culprits)
+    assert result.stderr.count("error:") == 1, result.stderr
 
 
 def test_missing_data_path(run_cli, tmp_path):

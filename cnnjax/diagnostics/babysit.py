@@ -71,7 +71,7 @@ def babysit(
     """Runs the pre-flight checks, then (unless told not to) trains with monitors on.
 
     Args:
-      config: a config built on `cnnjax.training.config.base_config()`.
+      config: a config built on `cnnjax.config.base_config()`.
       workdir: output directory.
       dataset: an already loaded `cnnjax.data.Dataset` (skips loading).
       train: train after the checks; default `config.babysit.train`.
@@ -89,7 +89,7 @@ def babysit(
         `babysit.force` is not set (the reports are written first).
     """
     start = time.time()
-    config_lib.validate_config(config)
+    config_lib.validate_training(config)
     thresholds, check_settings = settings.validate(config)
     if dataset is None:
         from cnnjax.data import load_dataset

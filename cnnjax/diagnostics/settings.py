@@ -1,9 +1,10 @@
-"""The babysitter's thresholds: one dataclass per config block, validated up front.
+"""The babysitter's thresholds: the `monitor` and `babysit` config blocks, validated up front.
 
-The numbers themselves live in the config schema (`monitor.*` and `babysit.*` in
-`cnnjax.training.config.base_config`), so `--config.monitor.gap=0.05` changes them;
-these dataclasses say what each one means and reject impossible values before
-anything is compiled or written.
+One dataclass per block says what each key means and holds its default;
+`monitor_defaults` / `babysit_defaults` turn them into the blocks of the schema
+(`cnnjax.config.base_config`), so `--config.monitor.gap=0.05` changes them.
+`settings_problems` rejects impossible values, called by the schema's
+`cnnjax.config.validate_config` before anything is compiled or written.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 
 import ml_collections
 
-from cnnjax.training.config import ConfigError
+from cnnjax.training.config import raise_problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +22,8 @@ class MonitorThresholds:
     """When a verdict starts to hold during training (`config.monitor`).
 
     Attributes:
-      every: run the monitored step every this many steps (0: monitors off).
+      every: run the monitored step every this many steps (0: monitors off;
+        under `--mode=babysit`, every `log_every_steps`).
       update_ratio_low: a layer whose ||update|| / ||param|| stays below this
         (median over monitored steps near the peak learning rate) learns too
         slowly; cs231n's rule of thumb is about 1e-3, so one decade either side.
@@ -47,18 +49,18 @@ class MonitorThresholds:
       histogram_examples: training examples the histograms are computed on.
     """
 
-    every: int
-    update_ratio_low: float
-    update_ratio_high: float
-    stall_fraction: float
-    min_loss_drop: float
-    explode_factor: float
-    collapse_std: float
-    saturated_fraction: float
-    dead_fraction: float
-    gap: float
-    histogram_points: int
-    histogram_examples: int
+    every: int = 0
+    update_ratio_low: float = 1e-4
+    update_ratio_high: float = 1e-2
+    stall_fraction: float = 0.1
+    min_loss_drop: float = 0.05
+    explode_factor: float = 3.0
+    collapse_std: float = 0.02
+    saturated_fraction: float = 0.5
+    dead_fraction: float = 0.4
+    gap: float = 0.1
+    histogram_points: int = 4
+    histogram_examples: int = 256
 
     def problems(self) -> list[str]:
         """Human-readable problems with the values (empty when valid)."""
@@ -110,20 +112,20 @@ class CheckSettings:
         gradient columns differ by at most this fraction of the largest entry.
     """
 
-    force: bool
-    train: bool
-    examples: int
-    init_loss_tolerance: float
-    reg_strength: float
-    overfit_examples: int
-    overfit_steps: int
-    lr_min: float
-    lr_max: float
-    lr_points: int
-    lr_steps: int
-    lr_small_drop: float
-    lr_explode_factor: float
-    symmetry_tolerance: float
+    force: bool = False
+    train: bool = True
+    examples: int = 256
+    init_loss_tolerance: float = 0.25
+    reg_strength: float = 1e-3
+    overfit_examples: int = 20
+    overfit_steps: int = 200
+    lr_min: float = 1e-5
+    lr_max: float = 10.0
+    lr_points: int = 7
+    lr_steps: int = 50
+    lr_small_drop: float = 0.1
+    lr_explode_factor: float = 1.5
+    symmetry_tolerance: float = 1e-6
 
     def problems(self) -> list[str]:
         """Human-readable problems with the values (empty when valid)."""
@@ -159,6 +161,20 @@ def _from_block(cls, block: ml_collections.ConfigDict):
     return cls(**values)
 
 
+def _block(cls) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dataclasses.asdict(cls()))
+
+
+def monitor_defaults() -> ml_collections.ConfigDict:
+    """The schema's `monitor` block: `MonitorThresholds`' defaults."""
+    return _block(MonitorThresholds)
+
+
+def babysit_defaults() -> ml_collections.ConfigDict:
+    """The schema's `babysit` block: `CheckSettings`' defaults."""
+    return _block(CheckSettings)
+
+
 def monitor_thresholds(config: ml_collections.ConfigDict) -> MonitorThresholds:
     """The `monitor` block as a dataclass (not validated; see `validate`)."""
     return _from_block(MonitorThresholds, config.monitor)
@@ -169,16 +185,15 @@ def check_settings(config: ml_collections.ConfigDict) -> CheckSettings:
     return _from_block(CheckSettings, config.babysit)
 
 
-def validate(config: ml_collections.ConfigDict) -> tuple[MonitorThresholds, CheckSettings]:
-    """Both blocks, or `ConfigError` listing every bad value (before any work)."""
+def settings_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """What is wrong with the `monitor` and `babysit` blocks (empty when valid)."""
     missing = [block for block in ("monitor", "babysit") if block not in config]
     if missing:
-        raise ConfigError(
-            f"Invalid config:\n  - missing block(s) {', '.join(missing)}: build the config on "
-            "cnnjax.training.config.base_config()"
-        )
-    thresholds, settings = monitor_thresholds(config), check_settings(config)
-    errors = thresholds.problems() + settings.problems()
-    if errors:
-        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
-    return thresholds, settings
+        return [f"missing block(s) {', '.join(missing)}: build the config on cnnjax.config.base_config()"]
+    return monitor_thresholds(config).problems() + check_settings(config).problems()
+
+
+def validate(config: ml_collections.ConfigDict) -> tuple[MonitorThresholds, CheckSettings]:
+    """Both blocks, or `ConfigError` listing every bad value (before any work)."""
+    raise_problems(settings_problems(config))
+    return monitor_thresholds(config), check_settings(config)

@@ -12,8 +12,8 @@ import os
 
 import ml_collections
 
+from cnnjax.config import base_config
 from cnnjax.training import files
-from cnnjax.training.config import base_config
 
 
 def _merge(config: ml_collections.ConfigDict, values: dict) -> None:

@@ -1,8 +1,9 @@
-"""The config schema (every key with its default) and its validation.
+"""The keys training reads (each with its default) and their checks.
 
-Experiment files under `experiments/configs/` start from `base_config()` and change
-what they need; every key exists here so that `--config.a.b=VALUE` can override it.
-`validate_config` runs before anything is compiled or written.
+`training_defaults()` is the part of the schema that the training package
+defines; `cnnjax.config.base_config` adds the `monitor`, `babysit` and `sweep`
+blocks of the packages above it, and `cnnjax.config.validate_config` calls
+`training_problems` with their checks.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Every config key with its default."""
+def training_defaults() -> ml_collections.ConfigDict:
+    """Every key that training reads, with its default."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # parameter init (and data order unless data_seed is set)
     c.data_seed = config_dict.placeholder(int)  # data order and augmentation
@@ -108,61 +109,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.l1 = 0.0
     c.loss.label_smoothing = 0.0
 
-    # Babysitting (`--mode=babysit`): cnnjax.diagnostics reads and validates these
-    # blocks; each threshold is explained in cnnjax/diagnostics/settings.py and the README.
-    c.monitor = ml_collections.ConfigDict()
-    c.monitor.every = 0  # in-step monitors every N steps; 0 = off (babysit mode: log_every_steps)
-    c.monitor.update_ratio_low = 1e-4  # ||update|| / ||param|| per layer: healthy around 1e-3
-    c.monitor.update_ratio_high = 1e-2
-    c.monitor.stall_fraction = 0.1  # judge "loss not decreasing" after this fraction of training
-    c.monitor.min_loss_drop = 0.05  # ... when the loss fell by less than this fraction
-    c.monitor.explode_factor = 3.0  # loss above this multiple of its first value: stop
-    c.monitor.collapse_std = 0.02  # activation std below this in a deep layer
-    c.monitor.saturated_fraction = 0.5  # tanh/sigmoid units within 1% of their bounds
-    c.monitor.dead_fraction = 0.4  # ReLU units silent over a whole batch
-    c.monitor.gap = 0.1  # train - val accuracy above this and growing
-    c.monitor.histogram_points = 4  # activation histograms at this many points in training
-    c.monitor.histogram_examples = 256
-
-    c.babysit = ml_collections.ConfigDict()
-    c.babysit.force = False  # continue past a failed zero-init symmetry check
-    c.babysit.train = True  # after the checks, train with monitors on
-    c.babysit.examples = 256  # batch for the initial-loss, regularisation and symmetry checks
-    c.babysit.init_loss_tolerance = 0.25  # |loss - ln C| <= tolerance * ln C
-    c.babysit.reg_strength = 1e-3  # L2 used by the regularisation check if the config has none
-    c.babysit.overfit_examples = 20
-    c.babysit.overfit_steps = 200
-    c.babysit.lr_min = 1e-5
-    c.babysit.lr_max = 10.0
-    c.babysit.lr_points = 7  # log-spaced learning rates, trained as one population
-    c.babysit.lr_steps = 50
-    c.babysit.lr_small_drop = 0.1  # loss fell by less than this fraction: "too small"
-    c.babysit.lr_explode_factor = 1.5  # loss rose above this multiple of its start: "too large"
-    c.babysit.symmetry_tolerance = 1e-6  # relative spread of unit gradients counted as identical
-
-    # Hyperparameter search (`--mode=sweep`); see cnnjax/tuning/sweep.py and strategies.py.
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.space = ml_collections.ConfigDict()  # e.g. space.optimizer.learning_rate = "loguniform(1e-3, 1)"
-    c.sweep.space_extra = ""  # "path=spec; path=spec": dimensions added from the command line
-    c.sweep.population_size = 16
-    c.sweep.sampler = "random"  # random | grid | quasi_random | tpe | cmaes | gp (Optuna's, in rounds)
-    c.sweep.storage = ""  # Optuna study storage; "" = sqlite:///WORKDIR/study.db (a URL or journal:PATH)
-    c.sweep.study_name = ""  # "" = the workdir's name
-    c.sweep.grid_points = 3
-    c.sweep.strategy = "single"  # single | coarse_to_fine | successive_halving | hyperband | pbt
-    c.sweep.seed = 0
-    c.sweep.plan = "auto"  # auto | vmap | chunked | sequential
-    c.sweep.chunk_size = config_dict.placeholder(int)
-    c.sweep.shared_batches = False
-    c.sweep.mesh_devices = 1  # shard the member axis over this many devices (0: all)
-    c.sweep.rounds = 3  # coarse_to_fine; model-based samplers (tpe, cmaes, gp)
-    c.sweep.top_k = 4  # coarse_to_fine
-    c.sweep.eta = 2  # successive_halving, hyperband: keep 1/eta at each rung
-    c.sweep.min_epochs = 1.0  # successive_halving, hyperband: first (smallest) rung
-    c.sweep.pbt_interval_epochs = 1.0
-    c.sweep.pbt_fraction = 0.25
-    c.sweep.pbt_perturb = (0.8, 1.25)
-    c.sweep.keep_best = 1  # the best members (on validation accuracy) written as run workdirs under best/
     return c
 
 
@@ -175,18 +121,15 @@ def _choices(values) -> str:
     return ", ".join(values)
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Rejects impossible configs; raises `ConfigError` listing every problem.
+def training_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """What is wrong with the keys of `training_defaults` (empty when valid).
 
     Checks names (model, dataset, optimiser, schedule, preprocessing, model
     options) and value ranges. A concept defined elsewhere is checked by one
     function beside it: model options by `cnnjax.models.option_problems`, the
     optimiser and schedule by `optimizer_problems` / `schedule_problems` in
-    `cnnjax.training.optim`. The `sweep`, `monitor` and `babysit` blocks are
-    checked where their modes start (`cnnjax.tuning.sweep.validate_sweep`,
-    `cnnjax.diagnostics.settings.validate`): training imports neither package.
-    The one check that needs the data (batch size vs training split) is
-    `validate_against_data`.
+    `cnnjax.training.optim`. The one check that needs the data (batch size vs
+    training split) is `validate_against_data`.
     """
     # Imported here: the registry pulls in every model family.
     from cnnjax.models import option_problems
@@ -248,8 +191,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     except ValueError as err:
         errors.append(str(err))
     need(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+    return errors
+
+
+def raise_problems(errors: list[str]) -> None:
+    """One `ConfigError` listing every problem (nothing when there is none)."""
     if errors:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def validate_training(config: ml_collections.ConfigDict) -> None:
+    """`ConfigError` listing every problem of the training keys (`training_problems`).
+
+    What a training entry point checks of its config; the whole schema (the
+    `monitor`, `babysit` and `sweep` blocks too) is `cnnjax.config.validate_config`.
+    """
+    raise_problems(training_problems(config))
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train_examples: int) -> None:

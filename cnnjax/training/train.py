@@ -80,7 +80,7 @@ def train_and_evaluate(
     uninterrupted one.
 
     Args:
-      config: a config built on `cnnjax.training.config.base_config()`.
+      config: a config built on `cnnjax.config.base_config()`.
       workdir: output directory (created if needed).
       allow_config_change: resume even if the workdir's `config.json` differs.
       stop_after_steps: stop (with a checkpoint) once this global step is
@@ -98,7 +98,7 @@ def train_and_evaluate(
       run, the partial summary with `status` 'interrupted'.
     """
     start_time = time.time()
-    config_lib.validate_config(config)
+    config_lib.validate_training(config)
     try:
         mesh = sharding.data_mesh(config.mesh.data)
     except sharding.MeshError as err:

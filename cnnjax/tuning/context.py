@@ -181,14 +181,14 @@ def train_members(config: ml_collections.ConfigDict, members: list[dict[str, Any
     errors = []
     for i, values in enumerate(members):
         try:
-            # Model options are checked by validate_config against the member's model.
+            # Model options are checked by validate_training against the member's model.
             for path in values:
                 if not path.startswith("model.") and not _has_path(config, path):
                     raise space_lib.SpaceError(f"the config has no key {path!r}")
             member = member_config(config, values)
             space_lib.check_paths({p: None for p in values if p.startswith("optimizer.") and p != "optimizer.name"},
                                   member)
-            config_lib.validate_config(member)
+            config_lib.validate_training(member)
         except (space_lib.SpaceError, config_lib.ConfigError) as e:
             errors.append(f"member {i} {values}: {e}")
     if errors:

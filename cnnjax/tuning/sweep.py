@@ -1,6 +1,6 @@
 """`run_sweep(config, workdir)`: a hyperparameter search as populations.
 
-Checks the `sweep` block (`validate_sweep`), then runs the strategy that
+Checks the `sweep` block (`cnnjax.tuning.sweep_config.validate_sweep`), then runs the strategy that
 `sweep.strategy` names (see `cnnjax.tuning.strategies`) and writes the results.
 """
 
@@ -21,8 +21,6 @@ from cnnjax.training.loop import StopRequest
 from cnnjax.training.sharding import is_primary
 from cnnjax.training.train import check_workdir, config_as_json, load_dataset_once
 from cnnjax.training.writers import write_json
-from cnnjax.tuning import plans as plans_lib
-from cnnjax.tuning import space as space_lib
 from cnnjax.tuning import study as study_lib
 from cnnjax.tuning import tb_hparams
 from cnnjax.tuning.best import write_best_runs
@@ -31,63 +29,8 @@ from cnnjax.tuning.context import Sweep, SweepError, member_mesh
 from cnnjax.tuning.model_based import run_model_based
 from cnnjax.tuning.resume import SweepInterrupted, SweepResumeError
 from cnnjax.tuning.runner import AgreedStop
-from cnnjax.tuning.strategies import STRATEGIES, strategy_problems, strategy_space_problem
-
-
-def read_space(config: ml_collections.ConfigDict) -> dict[str, space_lib.Distribution]:
-    space = space_lib.flatten_space(config.sweep.space)
-    for item in filter(None, (s.strip() for s in config.sweep.get("space_extra", "").split(";"))):
-        if "=" not in item:
-            raise SweepError(f"sweep.space_extra item {item!r}: expected PATH=SPEC")
-        path, spec = (x.strip() for x in item.split("=", 1))
-        space[path] = space_lib.parse_distribution(path, spec)
-    return space
-
-
-def validate_sweep(config: ml_collections.ConfigDict) -> dict[str, space_lib.Distribution]:
-    """Checks the sweep block; returns the flattened space.
-
-    The strategy's own keys are checked beside the strategies
-    (`cnnjax.tuning.strategies.strategy_problems`, `strategy_space_problem`).
-    """
-    sweep = config.sweep
-    errors = strategy_problems(sweep)
-    samplers = space_lib.SAMPLER_CHOICES + study_lib.OPTUNA_SAMPLERS
-    if sweep.sampler not in samplers:
-        errors.append(f"sweep.sampler={sweep.sampler!r} is unknown; valid choices: {', '.join(samplers)}")
-    if sweep.sampler in study_lib.OPTUNA_SAMPLERS and sweep.strategy != "single":
-        errors.append(f"sweep.sampler={sweep.sampler!r} proposes each round's population itself: it runs with "
-                      f"sweep.strategy='single' (sweep.rounds rounds), not {sweep.strategy!r}")
-    if sweep.sampler in study_lib.OPTUNA_SAMPLERS and sweep.rounds < 1:
-        errors.append(f"sweep.sampler={sweep.sampler!r} needs sweep.rounds >= 1, got {sweep.rounds}")
-    if sweep.plan not in plans_lib.PLAN_CHOICES:
-        errors.append(f"sweep.plan={sweep.plan!r} is unknown; valid choices: {', '.join(plans_lib.PLAN_CHOICES)}")
-    if sweep.keep_best < 0:
-        errors.append(f"sweep.keep_best must be >= 0 (0: keep no member's state), got {sweep.keep_best}")
-    if sweep.population_size < 1:
-        errors.append(f"sweep.population_size must be >= 1, got {sweep.population_size}")
-    if sweep.chunk_size is not None and sweep.chunk_size < 1:
-        errors.append(f"sweep.chunk_size must be >= 1, got {sweep.chunk_size}")
-    if sweep.grid_points < 1:
-        errors.append(f"sweep.grid_points must be >= 1, got {sweep.grid_points}")
-    if errors:
-        raise SweepError("Invalid sweep:\n  - " + "\n  - ".join(errors))
-    space = read_space(config)
-    if not space:
-        raise SweepError("sweep.space is empty: give at least one dimension, e.g. "
-                         "--config.sweep.space_extra='optimizer.learning_rate=loguniform(1e-3, 1)'")
-    space_lib.check_paths(space, config)
-    problem = strategy_space_problem(config, space)
-    if problem:
-        raise SweepError(problem)
-    if sweep.sampler == "grid":
-        space_lib.sample(space, "grid", sweep.population_size, grid_points=sweep.grid_points)
-    try:
-        study_lib.distributions(space, propose=sweep.sampler in study_lib.OPTUNA_SAMPLERS)
-        study_lib.check_sampler_available(sweep.sampler)
-    except study_lib.StudyError as err:
-        raise SweepError(str(err)) from None
-    return space
+from cnnjax.tuning.strategies import STRATEGIES
+from cnnjax.tuning.sweep_config import validate_sweep
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
@@ -101,7 +44,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, dataset=None,
     `{"status": "interrupted", ...}`.
     """
     start = time.time()
-    config_lib.validate_config(config)
+    config_lib.validate_training(config)
     space = validate_sweep(config)
     member_mesh(config.sweep.mesh_devices)  # devices and processes that cannot hold the sweep: refused now
     if dataset is None:

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax.config import base_config
 from cnnjax.data import pipeline
-from cnnjax.training.config import base_config
 from cnnjax.training.feeds import make_eval_fn
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.state import create_train_state

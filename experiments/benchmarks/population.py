@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from cnnjax.training.feeds import make_step_fn, member_keys
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.state import create_train_state

@@ -21,11 +21,11 @@ import time
 import jax
 import numpy as np
 
+from cnnjax.config import base_config
 from cnnjax.inference.predict import predict_run
 from cnnjax.inference.restore import restore_run
 from cnnjax.inference.run_config import read_run_config
 from cnnjax.training.checkpoint import Checkpointer
-from cnnjax.training.config import base_config
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.run_data import DATA_INFO, data_info
 from cnnjax.training.state import create_train_state

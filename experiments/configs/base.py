@@ -19,7 +19,7 @@ def variant_of(arg: str | None, valid: tuple[str, ...] = VARIANTS) -> str:
 def experiment_config(model: str, optimizer: str, *, momentum: float | None = None):
     """`base_config()` for an experiment script: `model`, `optimizer`, standardised inputs, no progress bar
     or TensorBoard files (the scripts write their own tables and plots)."""
-    from cnnjax.training.config import base_config  # here: `experiments.common` reads VARIANTS without jax
+    from cnnjax.config import base_config  # here: `experiments.common` reads VARIANTS without jax
 
     config = base_config()
     config.model.name = model

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from experiments.configs import resnet20_cifar10 as cifar_recipe
 
 IMAGENET_REFERENCE_BATCH = 256  # the learning rate is 0.1 per this many examples

@@ -5,7 +5,7 @@
 `:smoke` shrinks it to a few seconds (used by the tests).
 """
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 
 
 def get_config(arg: str | None = None):

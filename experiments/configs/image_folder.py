@@ -7,7 +7,7 @@ Splits the folder lacks are carved from its train split (`data.validation_fracti
 `data.test_fraction`, stratified, fixed seed). `:small` trains on a 5,000-image subset.
 """
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 
 
 def get_config(arg: str | None = None):

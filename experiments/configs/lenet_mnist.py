@@ -7,7 +7,7 @@ rates, not schedules), batch 64, standardised inputs. The experiments set
 their own epochs, space and sweep. Variants: `smoke`, `full`.
 """
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from experiments.configs.base import variant_of
 
 

@@ -22,7 +22,7 @@ The experiment script points `config.data` at CIFAR-10.
 
 import ml_collections
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from experiments.configs.base import variant_of
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")

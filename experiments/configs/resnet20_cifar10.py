@@ -9,7 +9,7 @@ batch 128, lr /10 at epochs 91 and 136 of 182 (32k and 48k of 64k iterations),
 4-pixel padding random crop and horizontal flip, per-channel standardisation.
 """
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 
 
 def get_config(arg: str | None = None):

@@ -11,7 +11,7 @@ optimiser and schedule built from this config (`optimizer_from_config`).
 The experiment script points `config.data` at CIFAR-10.
 """
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from experiments.configs.base import variant_of
 
 

@@ -7,7 +7,7 @@ weight decay, init seed and data order, trained together by one compiled step.
 `:smoke` shrinks it for the tests; `:grid` runs a 4x4 grid instead.
 """
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from experiments.configs.base import shrink
 
 

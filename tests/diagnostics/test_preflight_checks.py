@@ -8,8 +8,8 @@ import jax
 import pytest
 from flax import linen as nn
 
+from cnnjax.config import base_config
 from cnnjax.diagnostics import checks, settings
-from cnnjax.training.config import base_config
 from cnnjax.training.optim import find_hyperparams, set_hyperparams
 from cnnjax.training.steps import train_step
 from cnnjax.training.train import build_model

@@ -6,12 +6,13 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from cnnjax.config import base_config
 from cnnjax.diagnostics import settings
 from cnnjax.diagnostics.monitors import LayerMonitor
 from cnnjax.diagnostics.verdicts import VerdictTracker
 from cnnjax.models import get_model
 from cnnjax.training import optim
-from cnnjax.training.config import base_config
+from cnnjax.training.config import ConfigError
 from cnnjax.training.state import create_train_state
 from cnnjax.training.steps import train_step
 
@@ -105,7 +106,7 @@ def test_bad_thresholds_are_rejected_with_their_keys():
     config.monitor.gap = 2.0
     config.monitor.update_ratio_low = 0.1
     config.babysit.lr_points = 1
-    with pytest.raises(settings.ConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         settings.validate(config)
     message = str(err.value)
     assert "monitor.gap" in message and "monitor.update_ratio_low" in message and "babysit.lr_points" in message

@@ -12,7 +12,8 @@ import os
 
 import pytest
 
-from cnnjax.training.config import validate_against_data, validate_config
+from cnnjax.config import validate_config
+from cnnjax.training.config import validate_against_data
 from cnnjax.tuning.population import member_config
 from experiments import batch_norm, common
 from experiments.configs.batch_norm import get_config

@@ -10,7 +10,8 @@ import os
 
 import pytest
 
-from cnnjax.training.config import validate_against_data, validate_config
+from cnnjax.config import validate_config
+from cnnjax.training.config import validate_against_data
 from cnnjax.tuning.population import member_config
 from experiments import common, degradation
 from experiments.configs.degradation import get_config

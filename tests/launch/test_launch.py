@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnjax.training.config import validate_config
+from cnnjax.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch"

@@ -59,8 +59,8 @@ def step() -> dict:
 
 
 def run(data_dir: str, workdir: str) -> dict:
+    from cnnjax.config import base_config
     from cnnjax.data import load_dataset
-    from cnnjax.training.config import base_config
     from cnnjax.training.train import train_and_evaluate
     from experiments.configs import default
 

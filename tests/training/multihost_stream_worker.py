@@ -11,7 +11,7 @@ import jax
 rank, port, folder, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=rank)
 
-from cnnjax.training.config import base_config  # noqa: E402
+from cnnjax.config import base_config  # noqa: E402
 from cnnjax.training.train import train_and_evaluate  # noqa: E402
 
 config = base_config()

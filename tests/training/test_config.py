@@ -2,7 +2,8 @@
 
 import pytest
 
-from cnnjax.training.config import ConfigError, base_config, validate_against_data, validate_config
+from cnnjax.config import base_config, validate_config
+from cnnjax.training.config import ConfigError, validate_against_data
 
 
 def test_default_and_base_configs_are_valid(load_config):

@@ -75,7 +75,7 @@ def test_each_member_of_a_vmapped_population_averages_with_its_own_decay():
 
 
 def test_population_members_take_their_swept_decay():
-    from cnnjax.training.config import base_config
+    from cnnjax.config import base_config
     from cnnjax.tuning.population import init_population
 
     config = base_config()
@@ -86,9 +86,9 @@ def test_population_members_take_their_swept_decay():
 
 
 def test_the_average_is_checkpointed_and_used_by_eval_mode(tmp_path):
+    from cnnjax.config import base_config
     from cnnjax.inference.restore import restore_run
     from cnnjax.training.checkpoint import Checkpointer
-    from cnnjax.training.config import base_config
     from cnnjax.training.run_data import DATA_INFO, data_info
     from cnnjax.training.writers import write_json
 

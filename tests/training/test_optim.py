@@ -123,8 +123,8 @@ def test_bad_names_list_valid_choices():
 
 def _accumulation_run(accumulate_steps: int, updates: int = 3):
     """Params after `updates` updates of an MLP on one batch of 8, fed as micro-batches of 8 / k."""
+    from cnnjax.config import base_config
     from cnnjax.models import get_model
-    from cnnjax.training.config import base_config
     from cnnjax.training.state import create_train_state
     from cnnjax.training.steps import train_step
 

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cnnjax.training.config import ConfigError, base_config, validate_config
+from cnnjax.config import base_config, validate_config
+from cnnjax.training.config import ConfigError
 from cnnjax.training.profiling import StepProfiler, parse_profile_steps
 
 

@@ -144,7 +144,7 @@ def jpeg_folder(tmp_path_factory, write_two_class_jpegs):
 
 
 def test_streaming_run_trains_evaluates_and_resumes(jpeg_folder, tmp_path):
-    from cnnjax.training.config import base_config
+    from cnnjax.config import base_config
 
     config = base_config()
     config.data.name = "image_folder"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cnnjax.training.config import base_config
+from cnnjax.config import base_config
 from cnnjax.tuning import space as sp
 
 
@@ -93,7 +93,8 @@ def test_ema_decay_varies_per_member_only_over_an_ema_and_accumulate_steps_not_a
 
 
 def test_config_and_space_refuse_the_same_optimizer_hyperparameters():
-    from cnnjax.training.config import ConfigError, validate_config
+    from cnnjax.config import validate_config
+    from cnnjax.training.config import ConfigError
     from cnnjax.training.optim import OPTIMIZER_CHOICES, OPTIMIZER_HPARAMS, OWN_HPARAM_KEYS
 
     for name in OPTIMIZER_CHOICES:

@@ -138,7 +138,7 @@ def test_hyperband_runs_every_bracket(data, tmp_path):
 
 
 def test_pbt_exploit_copies_state_and_perturbs():
-    from cnnjax.training.config import base_config
+    from cnnjax.config import base_config
     from cnnjax.tuning.population import init_population
     from cnnjax.tuning.strategies import _exploit
 
@@ -169,7 +169,7 @@ def test_member_axis_sharded_over_a_mesh_equals_one_device_for_each_plan_and_pad
         import numpy as np, jax
         from types import SimpleNamespace
         from jax.sharding import Mesh
-        from cnnjax.training.config import base_config
+        from cnnjax.config import base_config
         from cnnjax.tuning.population import init_population
         from cnnjax.tuning.runner import MemberRecord, PopulationTrainer
         assert len(jax.devices()) == 8

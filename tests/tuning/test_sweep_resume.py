@@ -222,7 +222,7 @@ def test_best_members_are_run_workdirs_with_test_accuracy(data, tmp_path):
     data_dir, dataset = data
     from cnnjax.training.train import train_and_evaluate
     from cnnjax.tuning.population import member_config
-    from cnnjax.tuning.sweep import read_space
+    from cnnjax.tuning.sweep_config import read_space
 
     config = sweep_config(data_dir, "single", **{"sweep.keep_best": 2})
     summary = run_sweep(config, str(tmp_path), dataset=dataset)
@@ -250,9 +250,9 @@ def test_best_members_are_run_workdirs_with_test_accuracy(data, tmp_path):
 
 
 def test_planned_member_steps_match_the_rungs():
-    from cnnjax.training.config import base_config
+    from cnnjax.config import base_config
     from cnnjax.tuning.budget import planned_member_steps
-    from cnnjax.tuning.sweep import read_space
+    from cnnjax.tuning.sweep_config import read_space
 
     config = base_config()
     config.batch_size, config.num_epochs = 32, 2
