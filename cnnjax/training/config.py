@@ -33,7 +33,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.data_seed = config_dict.placeholder(int)  # data order and augmentation
     c.num_epochs = 10
     c.batch_size = 128
-    c.eval_batch_size = 500
+    c.eval_batch_size = 128  # CPU: 0.76x (LeNet-5) and 0.83x (ResNet-20) the eval time of batches of 500
     c.log_every_steps = 50
     c.eval_every_epochs = 1
     c.checkpoint_every_steps = 1000
