@@ -35,14 +35,15 @@ Decoded = list["np.ndarray | None"]
 def helper_count(num_images: int) -> int:
     """Helper processes for `num_images` images: one per idle core beyond the caller's, none for few images.
 
-    Idle is the core count less the one-minute load average: on cores that
-    other work keeps busy, a helper only adds its start-up and the pickling.
+    Idle is the core count less the one-minute load average (a quarter of a
+    core idle on average counts): on cores that other work keeps busy, a
+    helper only adds its start-up and the pickling.
     """
     if num_images < MIN_IMAGES_FOR_HELPERS:
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
-    return max(0, min(MAX_HELPERS, cores - 1, round(idle)))
+    return max(0, min(MAX_HELPERS, cores - 1, int(idle + 0.75)))
 
 
 def _send(stream, payload) -> None:

@@ -80,7 +80,9 @@ def test_helper_count_needs_enough_images_and_an_idle_core(monkeypatch):
     monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (0.9, 0.0, 0.0), raising=False)
     assert decode_workers.helper_count(decode_workers.MIN_IMAGES_FOR_HELPERS - 1) == 0
     assert decode_workers.helper_count(50_000) == 1
-    monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (2.6, 0.0, 0.0), raising=False)
+    monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (1.7, 0.0, 0.0), raising=False)
+    assert decode_workers.helper_count(50_000) == 1  # a third of a core idle on average
+    monkeypatch.setattr(decode_workers.os, "getloadavg", lambda: (1.8, 0.0, 0.0), raising=False)
     assert decode_workers.helper_count(50_000) == 0  # other work holds the other core
     monkeypatch.setattr(decode_workers.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
     assert decode_workers.helper_count(50_000) == decode_workers.MAX_HELPERS
