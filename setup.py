@@ -26,6 +26,7 @@ setup(
         "matplotlib",
         "tensorboardX",
         "psutil",  # host memory for the population planner
+        "filelock",  # JAX's compilation cache with a size limit (cnnjax/training/compile_cache.py)
         "scipy",  # quasi-random (Halton) sampling
         "optuna>=4.5",  # model-based samplers and study storage for sweeps
         "cmaes",  # optuna's CMA-ES sampler

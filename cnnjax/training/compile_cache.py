@@ -18,6 +18,7 @@ directory (local or `gs://`), or `off`. The environment variable
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 MAX_BYTES = 2 << 30
@@ -71,4 +72,5 @@ def enable(directory: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", directory)
     if directory is not None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        if importlib.util.find_spec("filelock") is not None:  # JAX's size limit needs it (a dependency)
+            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
