@@ -225,3 +225,18 @@ def test_real_cifar10_archive_subset():
     assert len(arrays["validation"][1]) == len(arrays["test"][1]) == 20
     assert 40 < images.mean() < 220  # Real photographs, not blank decodes.
     assert elapsed < 30, f"loading a 240-image subset took {elapsed:.1f}s"
+
+
+def test_folder_listing_matches_pathlib_with_links_and_hidden_files(tmp_path):
+    from cnnjax.data.archive import _folder_files
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "x.png").write_bytes(b"1")
+    (tmp_path / "train" / "b").mkdir()
+    (tmp_path / "train" / "b" / ".hidden.png").write_bytes(b"1")
+    (tmp_path / "train" / "b" / "link.png").symlink_to(tmp_path / "train" / "a" / "x.png")
+    (tmp_path / "train" / "b" / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "train" / "linked_folder").symlink_to(tmp_path / "train" / "a")
+    expected = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert sorted(_folder_files(str(tmp_path))) == expected == ["train/a/x.png", "train/b/.hidden.png",
+                                                                 "train/b/link.png"]
