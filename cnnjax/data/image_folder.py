@@ -101,7 +101,7 @@ def stack_images(images: list[np.ndarray], names: list[str], shape: tuple[int, i
             )
     if not images:
         return np.zeros((0, *shape), np.uint8)
-    return np.stack([np.repeat(x, shape[2] // x.shape[2], axis=-1) for x in images])
+    return np.stack([x if x.shape[2] == shape[2] else np.repeat(x, shape[2] // x.shape[2], axis=-1) for x in images])
 
 
 def _split_limits(max_examples: int | Mapping[str, int | None] | None) -> dict[str, int | None]:
