@@ -204,8 +204,22 @@ def _setup_devices() -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main, argv=_with_run_config(sys.argv), flags_parser=parse_flags)
+    """Console-script entry point.
+
+    eval, predict and export end with `os._exit` once they have succeeded:
+    every file they write is complete and renamed into place by then, and the
+    interpreter's own teardown (JAX's runtime and thread pools) took another
+    0.25-0.3 s of a 2.5 s eval command on the 2-core CPU.
+    """
+    try:
+        app.run(main, argv=_with_run_config(sys.argv), flags_parser=parse_flags)
+    except SystemExit as done:
+        if done.code in (0, None) and FLAGS.is_parsed() and FLAGS.mode in INFERENCE_MODES:
+            logging.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        raise
 
 
 if __name__ == "__main__":
