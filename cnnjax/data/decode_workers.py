@@ -1,12 +1,12 @@
 """Decoding many images on every core: the calling thread plus helper processes.
 
-Most of an image's decoding time is Python (PIL's decoder call is about half
-of it for a 32x32 JPEG), so threads do not run it in parallel. Helper
-processes do: each is a fresh interpreter (`python -c ...`, never a fork of a
+Two decoding threads ran no faster than one (the work holds the GIL for
+much of each image's ~44 us, PIL's own call included). Helper processes do
+run in parallel: each is a fresh interpreter (`python -c ...`, never a fork of a
 process that has started JAX's threads) that imports only the decoder and
 answers pickled lists of image bytes with pickled lists of arrays. The caller
-decodes too, from the first chunk on, so a helper that is slow to start (about
-0.4 s) or fails only costs the chunks it would have taken; a helper that dies
+decodes too, from the first chunk on, so a helper that is slow to start (0.15
+to 0.4 s) or fails only costs the chunks it would have taken; a helper that dies
 hands its chunk back to the caller.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from cnnjax.data.decode import decode_image
 
-# Below this many images a helper (about 0.4 s of start-up on another core) does not pay.
+# Below this many images a helper (0.15-0.4 s of start-up on another core) does not pay.
 MIN_IMAGES_FOR_HELPERS = 2048
 MAX_HELPERS = 7
 _HEADER = struct.Struct("<Q")
@@ -64,12 +64,16 @@ def _receive(stream):
     return pickle.loads(data)
 
 
+def _decode_all(blobs: Sequence[bytes], names: Sequence[str]) -> Decoded:
+    return [decode_image(b, name) for b, name in zip(blobs, names)]
+
+
 def serve() -> None:
     """A helper's loop: (bytes, names) lists in on stdin, decoded lists out on stdout, until stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while (job := _receive(stdin)) is not None:
         blobs, names = job
-        _send(stdout, [decode_image(b, name) for b, name in zip(blobs, names)])
+        _send(stdout, _decode_all(blobs, names))
 
 
 class _Helper:
@@ -111,7 +115,7 @@ def decoded_chunks(names: Sequence[str], read: Callable[[int, int], list[bytes]]
     helpers = helper_count(len(names)) if helpers is None else helpers
     if not helpers:
         for start, stop in bounds:
-            yield [decode_image(b, name) for b, name in zip(read(start, stop), names[start:stop])]
+            yield _decode_all(read(start, stop), names[start:stop])
         return
     results: dict[int, Decoded] = {}
     errors: list[BaseException] = []
@@ -178,7 +182,7 @@ def decoded_chunks(names: Sequence[str], read: Callable[[int, int], list[bytes]]
                         done.wait_for(lambda i=index: i in results or errors or returned, timeout=1.0)
                     continue
                 start, stop = bounds[mine]
-                finish(mine, [decode_image(b, name) for b, name in zip(read_chunk(mine), names[start:stop])])
+                finish(mine, _decode_all(read_chunk(mine), names[start:stop]))
             with done:
                 chunk = results.pop(index)
             yield chunk
