@@ -104,18 +104,26 @@ MODES = {"train": _train_or_monitor, "sweep": _sweep, "babysit": _babysit, "pref
 INFERENCE_MODES = ("eval", "predict", "export")
 
 
-def _with_run_config(argv: list[str]) -> list[str]:
-    """For eval/predict/export, `--config` is the run's own config.json (so --config.data.* apply to it)."""
-    mode = workdir = None
+def _raw_flags(argv: list[str]) -> dict[str, str]:
+    """`--NAME=VALUE` and `--NAME VALUE` arguments as typed (before absl parses them), the last one winning."""
+    values = {}
     for i, arg in enumerate(argv):
-        for name in ("mode", "workdir"):
-            if arg.startswith(f"--{name}="):
-                value = arg.split("=", 1)[1]
-            elif arg == f"--{name}" and i + 1 < len(argv):
-                value = argv[i + 1]
-            else:
-                continue
-            mode, workdir = (value, workdir) if name == "mode" else (mode, value)
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg[2:].split("=", 1)
+            values[name] = value
+        elif arg.startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            values[arg[2:]] = argv[i + 1]
+    return values
+
+
+def _with_run_config(argv: list[str]) -> list[str]:
+    """For eval/predict/export, `--config` is the run's own config.json (so --config.data.* apply to it).
+
+    For eval, the folder it will evaluate starts decoding on the idle cores
+    now, while flags are parsed and libraries imported (`cnnjax.inference.prefetch`).
+    """
+    raw = _raw_flags(argv[1:])
+    mode, workdir = raw.get("mode"), raw.get("workdir")
     has_config = any(a == "--config" or a.startswith("--config=") for a in argv)
     if mode not in INFERENCE_MODES or not workdir:
         return argv
@@ -123,6 +131,10 @@ def _with_run_config(argv: list[str]) -> list[str]:
         print(f"error: --mode={mode} uses the run's own {workdir}/config.json; drop --config "
               "(--config.data.KEY=VALUE overrides still apply).", file=sys.stderr)
         sys.exit(2)
+    if mode == "eval":
+        from cnnjax.inference import prefetch
+
+        prefetch.start(workdir, {k[len("config.data."):]: v for k, v in raw.items() if k.startswith("config.data.")})
     run_config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inference", "run_config.py")
     return [argv[0], f"--config={run_config}:{workdir}", *argv[1:]]
 

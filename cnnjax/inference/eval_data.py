@@ -25,6 +25,7 @@ from cnnjax.data.archive import is_tarball
 from cnnjax.data.decode_workers import decoded_chunks
 from cnnjax.data.errors import DataError
 from cnnjax.data.image_folder import IMAGE_FOLDER, bad_image_error, check_bad_images, stack_images
+from cnnjax.inference import prefetch
 from cnnjax.inference.restore import InferenceError, RestoredRun, convert_images
 
 Chunks = Iterator[tuple[np.ndarray, np.ndarray]]
@@ -106,8 +107,10 @@ def _folder_images(run: RestoredRun, data: ml_collections.ConfigDict) -> EvalIma
         first = None  # (height, width) and name of the first image: all must have its size
         decoded: list[np.ndarray | None] = []
         start = 0
+        # Smaller pieces, on every core, in order; begun while the command started where it could (`prefetch`).
+        pieces = (prefetch.claim(data.path, files) if blobs is None else None) or decoded_chunks(files, read)
         try:
-            for piece in decoded_chunks(files, read):  # smaller pieces, on every core, in order
+            for piece in pieces:
                 decoded.extend(piece)
                 while len(decoded) >= size or (decoded and start + len(decoded) == len(files)):
                     names, part = files[start:start + size], decoded[:size]

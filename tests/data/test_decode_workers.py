@@ -59,7 +59,7 @@ def test_helpers_decode_what_the_caller_would_in_order():
 def test_a_helper_that_dies_hands_its_chunk_back(monkeypatch):
     names, blobs = _images(120)
     want = [decode_image(b, name) for b, name in zip(blobs, names)]
-    monkeypatch.setattr(decode_workers._Helper, "decode", lambda self, blobs, names: None)
+    monkeypatch.setattr(decode_workers._Helper, "decode", lambda self, blobs, names, root: None)
     _equal(decode_workers.decode_images(names, blobs, helpers=1), want)
 
 
@@ -100,3 +100,65 @@ def test_a_helper_that_cannot_start_leaves_the_work_to_the_caller(monkeypatch):
 
     monkeypatch.setattr(decode_workers.subprocess, "Popen", no_process)
     _equal(decode_workers.decode_images(names, blobs, helpers=2), want)
+
+
+def _write(tmp_path, names, blobs) -> str:
+    for name, blob in zip(names, blobs):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(blob)
+    return str(tmp_path)
+
+
+def test_helpers_that_read_the_files_themselves_decode_the_same(tmp_path):
+    names, blobs = _images(200)
+    root = _write(tmp_path, names, blobs)
+    want = [decode_image(b, name) for b, name in zip(blobs, names)]
+    caller_reads = []
+
+    def read(start, stop):
+        caller_reads.append((start, stop))
+        return blobs[start:stop]
+
+    decoder = decode_workers.ChunkDecoder(names, read, chunk_size=16, helpers=1, root=root)
+    deadline = time.time() + 60
+    while decoder._taken < 13 and time.time() < deadline:  # the helper works before anyone iterates
+        time.sleep(0.05)
+    assert decoder._taken == 13 and not caller_reads
+    _equal([x for chunk in decoder for x in chunk], want)
+
+
+def test_a_file_the_helper_cannot_read_goes_to_the_caller(tmp_path):
+    names, blobs = _images(64)
+    root = _write(tmp_path, names, blobs)
+    (tmp_path / names[40]).unlink()
+
+    def read(start, stop):  # the caller's own reader reports the missing file
+        if start <= 40 < stop:
+            raise DataError(f"Cannot read image file {names[40]!r}")
+        return blobs[start:stop]
+
+    with pytest.raises(DataError, match="c/40.img"):
+        list(decode_workers.ChunkDecoder(names, read, chunk_size=8, helpers=1, root=root))
+
+
+def test_helpers_pause_while_decoded_chunks_wait(monkeypatch):
+    names, blobs = _images(160)
+    want = [decode_image(b, name) for b, name in zip(blobs, names)]
+    taken = []
+    original_take = decode_workers.ChunkDecoder._take
+    monkeypatch.setattr(decode_workers.ChunkDecoder, "_take",
+                        lambda self: taken.append(original_take(self)) or taken[-1])
+    decoder = decode_workers.ChunkDecoder(names, lambda a, b: blobs[a:b], chunk_size=16, helpers=1,
+                                          max_ahead_bytes=1)
+    time.sleep(3)  # the helper decodes one chunk, then waits for the caller
+    assert taken == [0]
+    _equal([x for chunk in decoder for x in chunk], want)
+    assert sorted(t for t in taken if t is not None) == list(range(10))
+
+
+def test_close_stops_the_helpers():
+    names, blobs = _images(4000)
+    decoder = decode_workers.ChunkDecoder(names, lambda a, b: blobs[a:b], chunk_size=16, helpers=1)
+    decoder.close()
+    assert not any(thread.is_alive() for thread in decoder._threads)
+    assert decoder._taken <= 1  # at most the chunk it had begun
