@@ -137,6 +137,28 @@ def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(path: str) -> int:
+    """The permissions a rewrite of `path` gets: its own where it exists, else a new file's (0666 less the umask)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _fsync_directory(directory: str) -> None:
     # The rename itself is durable only once the directory entry is on disk.
     try:
@@ -173,6 +195,7 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp's 0600 would make every result private to its writer
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

@@ -24,6 +24,18 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert json.loads(path.read_text()) == {"a": 2}
 
 
+def test_atomic_write_gives_a_new_file_the_umask_mode_and_keeps_an_old_files_mode(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        write_json(str(tmp_path / "new.json"), {"a": 1})
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+        os.chmod(tmp_path / "new.json", 0o604)
+        write_json(str(tmp_path / "new.json"), {"a": 2})
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(previous)
+
+
 def test_read_metrics_drops_a_torn_last_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 4, "train/loss": 2.0}\n{"step": 8, "train/loss": 1.5}\n' + TORN)
     assert read_metrics(str(tmp_path)) == [{"step": 4, "train/loss": 2.0}, {"step": 8, "train/loss": 1.5}]
