@@ -61,7 +61,7 @@ SINGLE_FLAGS = (f"--config={DEFAULT}:smoke", "--config.num_epochs=4", "--config.
 SWEEP_FLAGS = (f"--config={SWEEP}:smoke", "--mode=sweep", "--config.sweep.strategy=successive_halving",
                "--config.num_epochs=1", "--config.sweep.min_epochs=0.25", "--config.sweep.eta=2",
                "--config.checkpoint_every_steps=2", "--config.log_every_steps=1", "--config.progress_bar=False")
-# Figures that measure time, not training: they differ between any two runs.
+# Figures that measure time, not training: they differ between any two runs (so do the summary's `time/*`).
 TIMING_KEYS = ("wall_time_s", "compile_s", "train/steps_per_sec", "train/examples_per_sec", "plans", "plan_times")
 # Snapshot parts compared and reported but left out of `identical` (see `sweep_snapshot`).
 REPORTED_APART = ("plans",)
@@ -89,7 +89,7 @@ def _run(flags, workdir: Path, data_dir: Path) -> subprocess.CompletedProcess:
 
 def _summary(workdir: Path) -> dict:
     summary = json.loads((workdir / "summary.json").read_text())
-    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+    return {k: v for k, v in summary.items() if k not in TIMING_KEYS and not k.startswith("time/")}
 
 
 def _metrics(workdir: Path) -> list[dict]:
