@@ -194,11 +194,11 @@ def _written_gradient(x: jax.Array) -> jax.Array:
     consumer. Without it the gradient of a preceding max pool, which reads each
     cotangent element once per window position, recomputes that sum 4 times.
     """
-    return x
+    return jax.lax.optimization_barrier(x)
 
 
 def _written_gradient_fwd(x):
-    return x, None
+    return jax.lax.optimization_barrier(x), None
 
 
 def _written_gradient_bwd(_, cotangent):
@@ -221,6 +221,14 @@ def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None
     input columns, flattened, times `banded_matrix(kernel, block + kw - 1)`, the
     same matrix for every block. `block=1` is im2col; one block spanning the
     width reads each input row once per kernel row.
+
+    The segments are gathered in whole chunks of `block` columns: the row is
+    viewed as chunks of block * c_in values, and a segment is `links` consecutive
+    chunks (its span rounded up to whole chunks; the matrix gets zero rows for
+    the columns past the span). So the copy that writes the segments takes
+    kh * links contiguous pieces per segment, not kh * span single columns:
+    LeNet-5's first layer (block 4, span 8, 2 chunks) runs its forward pass in
+    about 0.75x the time of the column-wise copy.
     """
     kh, kw, cin, cout = kernel.shape
     pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
@@ -230,14 +238,19 @@ def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None
     block = block or banded_block_width(out_w, kw)
     blocks = -(-out_w // block)
     span = block + kw - 1
-    if blocks * block + kw - 1 > width:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, blocks * block + kw - 1 - width), (0, 0)))
-    # Two stacks on new axes (kernel rows, then column blocks): XLA writes each in
-    # one fused loop, where concatenating along channels copies piece by piece.
-    rows = jnp.stack([x[:, i : i + out_h] for i in range(kh)], axis=2)
-    segments = jnp.stack([rows[:, :, :, q * block : q * block + span] for q in range(blocks)], axis=2)
-    segments = segments.reshape(batch * out_h * blocks, kh * span * cin)
-    y = (segments @ banded_matrix(kernel, span)).reshape(batch, out_h, blocks * block, cout)
+    links = -(-span // block)
+    chunks = blocks + links - 1
+    # chunks * block >= width: the last segment ends at least kw - 1 columns past the last block's start.
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, chunks * block - width), (0, 0)))
+    x = x.reshape(batch, height, chunks, block * cin)
+    # One stack over (kernel row, chunk) pairs on new axes: XLA writes it in one
+    # fused loop, each piece a contiguous run of block * c_in values.
+    segments = jnp.stack([jnp.stack([x[:, i : i + out_h, j : j + blocks] for j in range(links)], axis=3)
+                          for i in range(kh)], axis=3)
+    segments = segments.reshape(batch * out_h * blocks, kh * links * block * cin)
+    matrix = banded_matrix(kernel, span).reshape(kh, span, cin, block * cout)
+    matrix = jnp.pad(matrix, ((0, 0), (0, links * block - span), (0, 0), (0, 0)))
+    y = (segments @ matrix.reshape(kh * links * block * cin, block * cout)).reshape(batch, out_h, blocks * block, cout)
     return y[:, :, :out_w]
 
 

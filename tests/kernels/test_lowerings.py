@@ -75,9 +75,11 @@ def test_auto_picks_banded_only_for_small_layers():
         assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "mixed"
 
 
-@pytest.mark.parametrize("block", [1, 3, 8])
+@pytest.mark.parametrize("block", [1, 2, 3, 4, 8])
 def test_banded_blocks_of_any_width_match_xla_conv(block):
     # 8 output columns: blocks of 3 need padding columns; a block of 8 is one band over the row.
+    # Segments are whole chunks of `block` columns: blocks of 4 span exactly 2 chunks (LeNet-5's
+    # first layer), blocks of 2 and 3 span 3 chunks with zero rows in the matrix past the span.
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 6, 12, 2)).astype(np.float32)
     kernel = rng.normal(size=(3, 5, 2, 3)).astype(np.float32)

@@ -1,4 +1,6 @@
-"""Train and eval steps: BN running averages, losses, non-finite freezing, purity."""
+"""Train and eval steps: BN running averages, losses, non-finite freezing, purity, pieces."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -183,3 +185,50 @@ def test_unknown_precision_names_the_choices():
 
     with pytest.raises(ValueError, match="valid choices: float32, bfloat16"):
         make_apply_fn(get_model("lenet5", 10), "float16")
+
+
+def test_a_step_in_two_pieces_equals_the_whole_batch_step(assert_trees_equal):
+    """LeNet-5 (no batch statistics): two independent pieces give the whole batch's loss and update."""
+    from cnnjax.kernels.conv import outside_loops
+
+    model = get_model("lenet5", 10)
+    state = _state(model, opt="momentum", lr=0.05, shape=(32, 32, 3), l2=1e-4)
+    batch = _batch(32, (32, 32, 3), 10)
+    from cnnjax.training.steps import independent_pieces
+
+    assert independent_pieces(2, state, 32, None) == 2
+    whole_state, whole = jax.jit(outside_loops(train_step))(state, batch)
+    split_state, split = jax.jit(outside_loops(lambda s, b: train_step(s, b, shards=2)))(state, batch)
+    for key in ("loss", "data_loss", "accuracy", "grad_norm", "update_norm"):
+        np.testing.assert_allclose(split[key], whole[key], rtol=2e-5, err_msg=key)
+    assert_trees_equal(split_state, whole_state, rtol=2e-5, atol=1e-7)
+    assert not np.array_equal(jax.device_get(split_state.params["Conv_0"]["kernel"]),
+                              jax.device_get(state.params["Conv_0"]["kernel"]))
+
+
+def test_pieces_are_used_only_where_they_are_independent():
+    from cnnjax.training.steps import independent_pieces
+
+    lenet = _state(get_model("lenet5", 10), shape=(32, 32, 3))
+    assert independent_pieces(2, lenet, 128, None) == 2
+    assert independent_pieces(4, lenet, 128, None) == 4
+    assert independent_pieces(1, lenet, 128, None) == 1
+    assert independent_pieces(2, lenet, 24, None) == 1  # 12 rows a piece: too few
+    assert independent_pieces(2, lenet, 33, None) == 1  # uneven
+    assert independent_pieces(2, lenet, 128, object()) == 1  # a monitor's intermediates are per batch
+    # BatchNorm normalises over the whole batch in training: one piece, the very same program.
+    bn = _state()
+    assert independent_pieces(2, bn, 64, None) == 1
+    batch = _batch(64)
+    one, two = (jax.jit(functools.partial(train_step, shards=n)).lower(bn, batch).as_text() for n in (1, 2))
+    assert one == two
+
+
+def test_a_single_run_step_on_a_cpu_takes_two_pieces(monkeypatch):
+    from cnnjax.training import feeds
+
+    monkeypatch.setattr(feeds.os, "cpu_count", lambda: 2)
+    assert feeds.cpu_step_shards(None) == (2 if jax.default_backend() == "cpu" else 1)
+    assert feeds.cpu_step_shards(object()) == 1  # data parallel: the mesh splits the batch
+    monkeypatch.setattr(feeds.os, "cpu_count", lambda: 1)
+    assert feeds.cpu_step_shards(None) == 1
