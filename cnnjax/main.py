@@ -191,6 +191,24 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+# XLA:CPU's concurrency-optimised scheduler lets a device start independent all-reduces at
+# once, each holding one of the host's intra-op threads while it waits for the other devices.
+# With several CPU devices on few cores every thread can end up waiting and the run aborts
+# after XLA's 40 s rendezvous timeout (LeNet-5 on the CIFAR-10 JPEGs, --cpu_devices=2
+# --config.mesh.data=2 on 2 cores, within its first epoch); in program order it completes.
+CPU_COLLECTIVES_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def xla_flags_for_cpu_devices(cpu_devices: int, xla_flags: str) -> str:
+    """`XLA_FLAGS` for a host with `cpu_devices` CPU devices: with more than one, collectives in program order.
+
+    A value the user set for the scheduler flag is kept.
+    """
+    if cpu_devices <= 1 or "xla_cpu_enable_concurrency_optimized_scheduler" in xla_flags:
+        return xla_flags
+    return f"{xla_flags} {CPU_COLLECTIVES_FLAG}".strip()
+
+
 def _setup_devices() -> None:
     """Applies --cpu_devices, --compilation_cache and the multi-process flags (before any JAX backend starts)."""
     if FLAGS.cpu_devices < 0:
@@ -198,6 +216,7 @@ def _setup_devices() -> None:
     if FLAGS.cpu_devices:
         import jax
 
+        os.environ["XLA_FLAGS"] = xla_flags_for_cpu_devices(FLAGS.cpu_devices, os.environ.get("XLA_FLAGS", ""))
         jax.config.update("jax_num_cpu_devices", FLAGS.cpu_devices)
     from cnnjax.training import compile_cache
 

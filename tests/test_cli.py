@@ -102,3 +102,23 @@ def test_resuming_a_different_sweep_exits_2_and_writes_nothing(tmp_path, subproc
     assert "holds a checkpoint of a different sweep" in result.stderr
     assert "sweep.population_size: 4 -> 3" in result.stderr
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+
+
+def test_several_cpu_devices_run_collectives_in_program_order(subprocess_env):
+    """--cpu_devices > 1 turns off XLA:CPU's concurrent scheduling of collectives (it deadlocked on 2 cores)."""
+    from cnnjax.main import CPU_COLLECTIVES_FLAG, xla_flags_for_cpu_devices
+
+    assert xla_flags_for_cpu_devices(1, "") == ""
+    assert xla_flags_for_cpu_devices(2, "") == CPU_COLLECTIVES_FLAG
+    assert xla_flags_for_cpu_devices(8, "--xla_dump_to=/tmp/d") == f"--xla_dump_to=/tmp/d {CPU_COLLECTIVES_FLAG}"
+    mine = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+    assert xla_flags_for_cpu_devices(2, mine) == mine  # the user's own choice stays
+    # Applied before the backend starts: the devices exist and XLA saw the flag.
+    code = ("import os; from cnnjax import main; main.FLAGS(['cnnjax', '--cpu_devices=2', '--compilation_cache=off', "
+            "'--config=experiments/configs/default.py:smoke', '--workdir=unused']); main._setup_devices(); "
+            "import jax; print(len(jax.devices()), os.environ['XLA_FLAGS'])")
+    env = {**subprocess_env, "XLA_FLAGS": ""}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", CPU_COLLECTIVES_FLAG]
