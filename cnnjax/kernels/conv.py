@@ -195,9 +195,10 @@ def _written_gradient(x: jax.Array) -> jax.Array:
     CIFAR-folder job: the copy took 3.7 of 13.2 profiled ms a step, 1.2 of 8.2
     with the barrier). Backward, multiplying by the (channels x channels)
     identity matrix is exact for finite values; the matmul only stops XLA from
-    fusing the computation of the cotangent (for a convolution's input: a sum of shifted slices) into its
-    consumer. Without it the gradient of a preceding max pool, which reads each
-    cotangent element once per window position, recomputes that sum 4 times.
+    fusing the computation of the cotangent (for a convolution's input: a sum
+    of shifted slices) into its consumer. Without it the gradient of a
+    preceding max pool, which reads each cotangent element once per window
+    position, recomputes that sum 4 times.
     """
     return jax.lax.optimization_barrier(x)
 
@@ -232,8 +233,8 @@ def banded_conv(x: jax.Array, kernel: jax.Array, padding: Any, block: int | None
     chunks (its span rounded up to whole chunks; the matrix gets zero rows for
     the columns past the span). So the copy that writes the segments takes
     kh * links contiguous pieces per segment, not kh * span single columns:
-    LeNet-5's first layer (block 4, span 8, 2 chunks) runs its forward pass in
-    about 0.75x the time of the column-wise copy.
+    LeNet-5's first layer (block 4, span 8, 2 chunks) with its ReLU and pool
+    ran forward in 0.76x the time of the column-wise copy (40 batches of 128).
     """
     kh, kw, cin, cout = kernel.shape
     pads = _conv_pads(x.shape, kernel.shape, (1, 1), padding)
