@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnnjax.kernels import conv as conv_kernels
+from cnnjax.kernels import onednn
 from cnnjax.kernels import pool as pool_kernels
 
 Initializer = Callable[..., jax.Array]
@@ -379,8 +380,15 @@ class Conv(nn.Module):
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.feature_group_count, self.features))
         strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
-        impl = conv_kernels.resolve_conv_impl(self.impl, x.shape, kernel.shape, strides, self.padding, self.feature_group_count)
-        if impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
+        impl = conv_kernels.resolve_conv_impl(self.impl, x.shape, kernel.shape, strides, self.padding,
+                                              self.feature_group_count, x.dtype)
+        pads = conv_kernels.conv_pads(x.shape, kernel.shape, strides, self.padding)
+        if impl == "onednn" and not onednn.applies(x.shape, kernel.shape, strides, pads, x.dtype,
+                                                   self.feature_group_count):
+            impl = "xla"
+        if impl == "onednn":
+            y = onednn.onednn_conv(x, kernel.astype(x.dtype), strides, pads)
+        elif impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
             y = conv_kernels.banded_conv(x, kernel.astype(x.dtype), self.padding)
         elif impl in ("im2col", "banded") and self.feature_group_count == 1:
             y = conv_kernels.im2col_conv(x, kernel.astype(x.dtype), strides, self.padding)

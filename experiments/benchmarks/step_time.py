@@ -46,7 +46,7 @@ import jax
 import numpy as np
 import optax
 
-from cnnjax.kernels.conv import outside_loops
+from cnnjax.kernels.conv import CONV_IMPL_CHOICES, outside_loops
 from cnnjax.models import get_model
 from cnnjax.training.feeds import cpu_step_shards
 from cnnjax.training.state import count_params, create_train_state
@@ -332,7 +332,7 @@ def main() -> None:
     parser.add_argument("--settle", type=int, default=2, help="untimed steps before each timed block")
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="auto: bfloat16 for resnet50 on a GPU, float32 otherwise")
-    parser.add_argument("--conv_impl", default=None, choices=("auto", "xla", "im2col"),
+    parser.add_argument("--conv_impl", default=None, choices=CONV_IMPL_CHOICES,
                         help="cnnjax's convolution lowering for lenet5/resnet20_cifar (default: the model's)")
     parser.add_argument("--quick", action="store_true", help="LeNet-5 only, 3 rounds of 10 steps")
     parser.add_argument("--out", help="write the records to this JSON file")
