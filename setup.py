@@ -35,7 +35,12 @@ setup(
         "scikit-learn",
         # tensorflow-datasets needs it on Python 3.11 but declares it only for < 3.9.
         "importlib_resources",
+        # CPU convolutions through oneDNN (cnnjax/kernels/onednn.py, built on first use with g++):
+        # the library and its C headers, CPU-only with GNU OpenMP.
+        "onednn-cpu-gomp==2023.2.0; sys_platform == 'linux' and platform_machine == 'x86_64'",
+        "onednn-devel-cpu-gomp==2023.2.0; sys_platform == 'linux' and platform_machine == 'x86_64'",
     ],
+    package_data={"cnnjax.kernels": ["onednn_conv.cc"]},
     extras_require={
         "cuda": ["jax[cuda12]>=0.10"],
         "tpu": ["jax[tpu]>=0.10", "gcsfs", "google-cloud-storage"],

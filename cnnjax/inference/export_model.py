@@ -24,6 +24,7 @@ import ml_collections
 
 from cnnjax.export import METADATA_FILE, MODEL_FILE
 from cnnjax.inference.restore import InferenceError, restore_run
+from cnnjax.kernels.conv import xla_only
 from cnnjax.training import files
 from cnnjax.training.writers import write_json
 
@@ -41,7 +42,8 @@ def export_run(workdir: str, config: ml_collections.ConfigDict, export_dir: str,
 
     (batch,) = jax.export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((batch, *run.image_shape), jnp.uint8)
-    exported = jax.export.export(jax.jit(infer))(spec)
+    # Only XLA operations: the artifact runs wherever jax does, without this process's custom calls.
+    exported = jax.export.export(jax.jit(xla_only(infer)))(spec)
     metadata = {
         "format": "jax.export",
         "input": {"dtype": "uint8", "layout": "NHWC", "shape": ["batch", *run.image_shape],

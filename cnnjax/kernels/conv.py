@@ -102,6 +102,24 @@ def outside_loops(fn):
     return traced
 
 
+def xla_only(fn):
+    """`fn`, whose convolutions, when traced, stay XLA operations (no oneDNN custom calls).
+
+    For programs that leave this process (`jax.export` artifacts, which only
+    carry XLA's own operations) and programs XLA partitions over several devices
+    (a data-parallel step: the partitioner would gather a custom call's operands
+    onto every device). `auto` then resolves as it would without oneDNN, and an
+    explicit `onednn` becomes `xla`.
+    """
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with _tracing_flag("xla_only"):
+            return fn(*args, **kwargs)
+
+    return traced
+
+
 def members_batched(fn):
     """`fn`, traced under `vmap` over population members, each with its own kernels.
 
@@ -149,15 +167,17 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
             return "im2col"
         if x_shape is not None and banded_applies(x_shape, kernel_shape, strides, padding, feature_group_count):
             return "banded"
-        if not getattr(_TRACING, "outside_loops", False):
-            return "mixed"
-        if x_shape is not None and onednn.applies(x_shape, kernel_shape, strides,
-                                                  conv_pads(x_shape, kernel_shape, strides, padding),
-                                                  dtype, feature_group_count) and onednn.available():
+        if (not getattr(_TRACING, "xla_only", False) and x_shape is not None
+                and onednn.applies(x_shape, kernel_shape, strides, conv_pads(x_shape, kernel_shape, strides, padding),
+                                   dtype, feature_group_count)
+                and onednn.available()):
             return "onednn"
-        return "xla"
-    if impl == "onednn" and (reason := onednn.unavailable_reason()) is not None:
-        raise ValueError(f"conv_impl='onednn' is unavailable here: {reason}")
+        return "xla" if getattr(_TRACING, "outside_loops", False) else "mixed"
+    if impl == "onednn":
+        if getattr(_TRACING, "xla_only", False):
+            return "xla"
+        if (reason := onednn.unavailable_reason()) is not None:
+            raise ValueError(f"conv_impl='onednn' is unavailable here: {reason}")
     return impl
 
 

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.data import pipeline
-from cnnjax.kernels.conv import outside_loops
+from cnnjax.kernels.conv import outside_loops, xla_only
 from cnnjax.training import sharding
 from cnnjax.training.state import TrainState
 from cnnjax.training.steps import eval_step, train_step
@@ -44,11 +44,22 @@ def eval_split(state: TrainState, images, labels, mask, mean, std, batch_shardin
     return total
 
 
+def for_devices(fn, batch_sharding):
+    """`fn` as a program split over `batch_sharding`'s devices: XLA's convolutions only across several.
+
+    (`cnnjax.kernels.conv.xla_only`: XLA's partitioner would gather a custom
+    call's operands onto every device.)
+    """
+    if batch_sharding is not None and len(batch_sharding.device_set) > 1:
+        return xla_only(fn)
+    return fn
+
+
 def make_eval_fn(mean, std, batch_sharding=None):
     """Jitted evaluation of a whole padded split in one call."""
-    return jax.jit(
-        lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std, batch_sharding)
-    )
+    return jax.jit(for_devices(
+        lambda state, images, labels, mask: eval_split(state, images, labels, mask, mean, std, batch_sharding),
+        batch_sharding))
 
 
 def member_keys(seed: int, data_seed: int | None = None) -> tuple[jax.Array, jax.Array]:
@@ -153,7 +164,8 @@ class InMemoryFeed:
     def make_step(self, monitor=None):
         step = make_step_fn(self.config, self.mean, self.std, monitor, batch_sharding=self.batch_sharding,
                             shards=cpu_step_shards(self.batch_sharding))
-        return jax.jit(outside_loops(step), donate_argnums=0)  # a single run's step: never inside a loop
+        # A single run's step: never inside a loop.
+        return jax.jit(outside_loops(for_devices(step, self.batch_sharding)), donate_argnums=0)
 
     def step_args(self, step: int) -> tuple:
         epoch, index = divmod(step, self.num_train_examples // self.config.batch_size)
@@ -200,7 +212,7 @@ class StreamingFeed:
         )
         self._start_step = start_step
         self._batches = None
-        self._eval_fn = jax.jit(self._eval_batch)
+        self._eval_fn = jax.jit(for_devices(self._eval_batch, self.batch_sharding))
 
     def _eval_batch(self, state, batch):
         batch = sharding.constrain_batch(batch, self.batch_sharding)
@@ -210,7 +222,7 @@ class StreamingFeed:
     def make_step(self, monitor=None):
         step = make_batch_step_fn(self.mean, self.std, monitor, batch_sharding=self.batch_sharding,
                                   shards=cpu_step_shards(self.batch_sharding))
-        return jax.jit(outside_loops(step), donate_argnums=0)
+        return jax.jit(outside_loops(for_devices(step, self.batch_sharding)), donate_argnums=0)
 
     def step_args(self, step: int) -> tuple:
         if self._batches is None:

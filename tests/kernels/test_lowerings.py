@@ -7,6 +7,7 @@ import pytest
 from flax import linen as nn
 
 from cnnjax.kernels import conv as conv_kernels
+from cnnjax.kernels import onednn
 from cnnjax.models import get_model, layers
 
 
@@ -72,7 +73,8 @@ def test_auto_picks_banded_only_for_small_layers():
     assert [conv_kernels.banded_block_width(n, 5) for n in (28, 10, 7)] == [4, 5, 7]
     if jax.default_backend() == "cpu":
         assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)) == "banded"
-        assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == "mixed"
+        expected = "onednn" if onednn.available() else "mixed"
+        assert conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME") == expected
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 4, 8])
@@ -196,7 +198,7 @@ def test_mixed_conv_is_xla_forward_and_im2col_when_differentiated(strides, paddi
     np.testing.assert_allclose(member_grads[0], grads_i[1], rtol=1e-5, atol=1e-4)
 
 
-def test_auto_is_xla_in_a_step_traced_outside_loops_and_mixed_elsewhere():
+def test_auto_without_onednn_is_xla_in_a_step_traced_outside_loops_and_mixed_elsewhere():
     if jax.default_backend() != "cpu":
         pytest.skip("auto is XLA's convolution everywhere on accelerators")
     layer = ((128, 32, 32, 16), (3, 3, 16, 16), (1, 1), "SAME")
@@ -205,14 +207,18 @@ def test_auto_is_xla_in_a_step_traced_outside_loops_and_mixed_elsewhere():
     def step(x):
         seen.append(conv_kernels.resolve_conv_impl("auto", *layer))
         seen.append(conv_kernels.resolve_conv_impl("auto", (128, 32, 32, 1), (5, 5, 1, 6)))
+        seen.append(conv_kernels.resolve_conv_impl("onednn", *layer))
         return x
 
-    jax.jit(conv_kernels.outside_loops(step))(jnp.zeros(2))
-    jax.jit(step)(jnp.ones(2))
-    assert seen == ["xla", "banded", "mixed", "banded"]  # banded layers keep banded either way
-    with pytest.raises(RuntimeError):  # the flag is reset when tracing fails
-        conv_kernels.outside_loops(lambda: (_ for _ in ()).throw(RuntimeError("boom")))()
-    assert conv_kernels.resolve_conv_impl("auto", *layer) == "mixed"
+    jax.jit(conv_kernels.xla_only(conv_kernels.outside_loops(step)))(jnp.zeros(2))
+    jax.jit(conv_kernels.xla_only(step))(jnp.ones(2))
+    # banded layers keep banded either way; an explicit onednn becomes xla
+    assert seen == ["xla", "banded", "xla", "mixed", "banded", "xla"]
+    with pytest.raises(RuntimeError):  # the flags are reset when tracing fails
+        conv_kernels.xla_only(conv_kernels.outside_loops(lambda: (_ for _ in ()).throw(RuntimeError("boom"))))()
+    seen.clear()
+    step(None)
+    assert seen[:2] == ["onednn" if onednn.available() else "mixed", "banded"]
 
 
 def test_auto_on_accelerators_batches_per_member_kernels_as_matmuls(monkeypatch):
