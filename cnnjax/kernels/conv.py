@@ -1,20 +1,27 @@
-"""CPU lowerings of 2-D convolution: im2col (shifted slices + one matmul) and banded matmuls.
+"""CPU lowerings of 2-D convolution: oneDNN custom calls, im2col and banded matmuls.
 
-XLA's own CPU convolution is fast for a 3x3 layer compiled outside any loop
-(forward, input gradient and weight gradient reach library kernels), but
-inside a `while` loop its CPU backend compiles them otherwise (the optimised
-HLO marks each for partitioned code generation) and they run far slower: ResNet-20 at batch 128 takes 15 s per step with its
-blocks under `nn.scan` and 1 s unrolled, and a scanned pair of 3x3
-convolutions' gradients is 10-20x slower than unrolled. So on CPU `auto`
-lowers to matmuls where a gradient is taken (`im2col_conv`, or `banded_conv`
-for layers with few input channels, such as LeNet's 5x5 layers or an RGB
-stem), which are fast in and out of loops, and models that scan blocks unroll
-them on CPU (`unroll_blocks`). Where no gradient is taken (evaluation,
-prediction, export) XLA's forward convolution is the faster one, in loops and
-under vmap too, so `auto` uses it there (`mixed_conv`); banded layers keep
-`banded_conv`, faster still forward. A single run's step, which its caller
-knows is compiled outside any loop (`outside_loops`), takes XLA's convolution
-throughout.
+On CPU `auto` takes oneDNN's direct convolutions (`cnnjax.kernels.onednn`,
+XLA custom calls, the kernels PyTorch uses) for every float32 ungrouped layer
+that is not banded, in and out of loops and under vmap, wherever the oneDNN
+kernels are built (Linux x86-64 with oneDNN from pip and a C++ compiler): the
+ResNet-20 train step at batch 128 went from 0.42x PyTorch eager (XLA's
+convolution) to 1.10x. Layers with few input channels (LeNet's 5x5 layers,
+an RGB stem) keep `banded_conv`, faster there.
+
+Without oneDNN (or under `xla_only`): XLA's own CPU convolution is fast for a
+3x3 layer compiled outside any loop (forward, input gradient and weight
+gradient reach library kernels), but inside a `while` loop its CPU backend
+compiles them otherwise (the optimised HLO marks each for partitioned code
+generation) and they run far slower: ResNet-20 at batch 128 takes 15 s per
+step with its blocks under `nn.scan` and 1 s unrolled, and a scanned pair of
+3x3 convolutions' gradients is 10-20x slower than unrolled. So `auto` then
+lowers to matmuls where a gradient is taken (`im2col_conv`, or `banded_conv`),
+which are fast in and out of loops, and models that scan blocks unroll them
+on CPU (`unroll_blocks`). Where no gradient is taken (evaluation, prediction,
+export) XLA's forward convolution is the faster one, in loops and under vmap
+too, so `auto` uses it there (`mixed_conv`). A single run's step, which its
+caller knows is compiled outside any loop (`outside_loops`), takes XLA's
+convolution throughout.
 
 On accelerators `auto` is XLA's convolution, except on a GPU where each
 population member has its own kernel under `vmap` (`members_batched`): vmap
@@ -87,11 +94,11 @@ def outside_loops(fn):
     """`fn`, whose convolutions, when traced, are known to compile outside any loop.
 
     A layer cannot see whether it is traced inside a `lax.scan`/`lax.map`; the
-    caller that jits a single run's step can, and wraps it with this. There
-    `auto` takes XLA's own CPU convolution for non-banded layers, gradients
-    included: outside loops it is the faster one (ResNet-20's train step,
-    batch 128: about 0.73x the time of im2col's), while populations and
-    scanned epochs keep `mixed_conv`.
+    caller that jits a single run's step can, and wraps it with this. Where
+    oneDNN is unavailable, `auto` there takes XLA's own CPU convolution for
+    non-banded layers, gradients included: outside loops it is the faster one
+    (ResNet-20's train step, batch 128: about 0.73x the time of im2col's),
+    while populations and scanned epochs keep `mixed_conv`.
     """
 
     @functools.wraps(fn)
@@ -140,19 +147,18 @@ def members_batched(fn):
 
 def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1), padding="VALID",
                       feature_group_count: int = 1, dtype=jnp.float32) -> str:
-    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded`, `mixed` or `xla`.
+    """The lowering `Conv(impl=...)` uses for this layer: `auto` becomes `banded`, `onednn`, `mixed` or `xla`.
 
-    On CPU `auto` is `banded` where `banded_applies` and `mixed` elsewhere
-    (`mixed_conv`: im2col where a gradient is taken, XLA's convolution where
-    none is), or `xla` in code traced under `outside_loops`; accelerators keep
-    XLA's convolutions, except a GPU under `members_batched`, where an
-    ungrouped layer takes `banded` or `im2col` (a grouped one stays `xla`). `xla` is faster on CPU for
-    a convolution compiled outside any loop (ResNet-20, batch 128, blocks
-    unrolled: about 0.65x the CPU time of `im2col` per step), but inside a
-    `while` loop (a `lax.scan` over steps, a `lax.map` over population
-    members) XLA's CPU backend runs its input and weight gradients 10-100x
-    slower; a layer cannot tell where it will be compiled, so
-    `auto` keeps the lowering that is fast in both places.
+    On CPU `auto` is `banded` where `banded_applies`, else `onednn` where
+    `cnnjax.kernels.onednn.applies` and the kernels are available (not under
+    `xla_only`); otherwise `xla` in code traced under `outside_loops` and
+    `mixed` elsewhere (`mixed_conv`: im2col where a gradient is taken, XLA's
+    convolution where none is; XLA's CPU convolution gradients run 10-100x
+    slower inside a `while` loop, and a layer cannot tell where it will be
+    compiled). Accelerators keep XLA's convolutions, except a GPU under
+    `members_batched`, where an ungrouped layer takes `banded` or `im2col` (a
+    grouped one stays `xla`). An explicit `onednn` is `xla` under `xla_only`
+    and a ValueError saying why where the kernels are unavailable.
     """
     if impl not in CONV_IMPL_CHOICES:
         raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")

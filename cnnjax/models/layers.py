@@ -357,11 +357,13 @@ class Conv(nn.Module):
     `impl`: `xla` (lax.conv), `im2col` (shifted slices + matmul), `banded`
     (row segments times a banded matrix made from the kernel,
     `cnnjax.kernels.conv.banded_conv`; a strided or grouped convolution falls back to
-    im2col or xla), or `auto` (`cnnjax.kernels.conv.resolve_conv_impl`: on CPU `banded`
-    where it applies, else im2col where a gradient is taken and XLA's
-    convolution where none is, or XLA's throughout a step traced under
-    `cnnjax.kernels.conv.outside_loops`; `xla` on accelerators). Parameters and results are the same either
-    way, so the choice is purely about speed.
+    im2col or xla), `onednn` (oneDNN's CPU convolutions as XLA custom calls,
+    `cnnjax.kernels.onednn`; a bfloat16 or grouped convolution falls back to
+    xla), or `auto` (`cnnjax.kernels.conv.resolve_conv_impl`: on CPU `banded`
+    where it applies, else `onednn` where it is available, else im2col where a
+    gradient is taken and XLA's convolution where none is; `xla` on
+    accelerators). Parameters and results are the same either way, so the
+    choice is purely about speed.
     """
 
     features: int

@@ -15,7 +15,7 @@ figure is the median over rounds of the mean step time within a round. A
 framework that cannot run (PyTorch not installed, `torch.compile` failing) gets a
 record with `step_ms` None and the reason.
 
-Models: `lenet5` (32x32x1), `resnet20_cifar` (32x32x3, option-A shortcuts) and
+Models: `lenet5` (32x32x1), `resnet20_cifar` and `resnet56_cifar` (32x32x3, option-A shortcuts) and
 `resnet50` (224x224x3, torchvision's layout); the PyTorch twins have the same
 parameter counts (checked). `resnet50` runs only when named, or by default on a
 GPU, where it uses bfloat16 (`precision='bfloat16'` in cnnjax, autocast in
@@ -53,10 +53,11 @@ from cnnjax.training.state import count_params, create_train_state
 from cnnjax.training.steps import train_step
 
 FRAMEWORKS = ("cnnjax", "pytorch", "pytorch_compile")
-INPUT_SHAPES = {"lenet5": (32, 32, 1), "resnet20_cifar": (32, 32, 3), "resnet50": (224, 224, 3)}
-NUM_CLASSES = {"lenet5": 10, "resnet20_cifar": 10, "resnet50": 1000}
+INPUT_SHAPES = {"lenet5": (32, 32, 1), "resnet20_cifar": (32, 32, 3), "resnet56_cifar": (32, 32, 3),
+                "resnet50": (224, 224, 3)}
+NUM_CLASSES = {"lenet5": 10, "resnet20_cifar": 10, "resnet56_cifar": 10, "resnet50": 1000}
 # Models whose convolutions take `conv_impl` (the others use Linen's nn.Conv).
-CONV_IMPL_MODELS = ("lenet5", "resnet20_cifar")
+CONV_IMPL_MODELS = ("lenet5", "resnet20_cifar", "resnet56_cifar")
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
 
@@ -186,7 +187,8 @@ def torch_models():
         def forward(self, x):
             return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
 
-    return {"lenet5": LeNet5, "resnet20_cifar": CifarResNet, "resnet50": ResNet50}
+    return {"lenet5": LeNet5, "resnet20_cifar": CifarResNet, "resnet50": ResNet50,
+            "resnet56_cifar": functools.partial(CifarResNet, blocks_per_stage=9)}
 
 
 def torch_stepper(name: str, images: np.ndarray, labels: np.ndarray, *, compiled: bool, precision: str,
@@ -322,7 +324,7 @@ def print_table(records: Sequence[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=None,
-                        help="comma-separated: lenet5, resnet20_cifar, resnet50 (default: the first two; "
+                        help="comma-separated: lenet5, resnet20_cifar, resnet56_cifar, resnet50 (default: the first two; "
                              "all three on a GPU)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
