@@ -390,6 +390,8 @@ class Conv(nn.Module):
             impl = "xla"
         if impl == "onednn":
             y = onednn.onednn_conv(x, kernel.astype(x.dtype), strides, pads)
+        elif impl == "banded_mixed":
+            y = conv_kernels.mixed_conv(x, kernel.astype(x.dtype), strides, self.padding, "onednn", "banded")
         elif impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
             y = conv_kernels.banded_conv(x, kernel.astype(x.dtype), self.padding)
         elif impl in ("im2col", "banded") and self.feature_group_count == 1:

@@ -162,3 +162,21 @@ def test_export_keeps_only_xla_operations():
     exported = jax.export.export(jax.jit(conv_kernels.xla_only(lambda v: module.apply(params, v))))(x)
     assert "cnnjax_onednn" not in exported.mlir_module()
     np.testing.assert_allclose(np.asarray(exported.call(x)), np.asarray(module.apply(params, x)), rtol=2e-5, atol=1e-5)
+
+
+def test_banded_layers_evaluate_with_onednn_and_train_with_banded_matmuls():
+    """`mixed_conv(plain='onednn', differentiated='banded')`: `auto` for LeNet-style layers."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(4, 14, 14, 6)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(5, 5, 6, 16)), jnp.float32)
+    mixed = lambda v, w: conv_kernels.mixed_conv(v, w, (1, 1), "VALID", "onednn", "banded")  # noqa: E731
+    banded = lambda v, w: conv_kernels.banded_conv(v, w, "VALID")  # noqa: E731
+    assert "cnnjax_onednn_conv_forward" in jax.jit(mixed).lower(x, k).as_text()
+    _close(jax.jit(mixed)(x, k), _xla(x, k, (1, 1), "VALID"))
+    loss = lambda f: lambda v, w: jnp.sum(jnp.sin(f(v, w)))  # noqa: E731
+    grad_mixed = jax.jit(jax.value_and_grad(loss(mixed), (0, 1)))
+    (value_m, grads_m), (value_b, grads_b) = grad_mixed(x, k), jax.jit(jax.value_and_grad(loss(banded), (0, 1)))(x, k)
+    assert float(value_m) == float(value_b)  # differentiated: the banded program, bit for bit
+    for got, want in zip(grads_m, grads_b, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert "cnnjax_onednn" not in grad_mixed.lower(x, k).as_text()
