@@ -146,9 +146,12 @@ def _call(kind: str, shape, a, b, strides, pads):
 def onednn_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
     """oneDNN's convolution of NHWC `x` with an HWIO `kernel` (explicit `pads`), gradients too.
 
-    The same as `xla_conv` up to float32 summation order. Requires `available()`
-    and `applies(...)`.
+    The same as `xla_conv` up to float32 summation order. Requires `applies(...)`;
+    builds and registers the kernels on first use (a RuntimeError says why where
+    they are unavailable).
     """
+    if (reason := unavailable_reason()) is not None:
+        raise RuntimeError(f"oneDNN convolutions are unavailable here: {reason}")
     return _onednn_conv(x, kernel, tuple(strides), tuple(tuple(p) for p in pads))
 
 

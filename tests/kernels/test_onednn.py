@@ -132,6 +132,10 @@ def test_turned_off_it_says_why_and_auto_keeps_xla_lowerings():
         "    conv.resolve_conv_impl('onednn', (8, 16, 16, 16), (3, 3, 16, 16), (1, 1), 'SAME')\n"
         "except ValueError as e:\n"
         "    print(e)\n"
+        "try:\n"
+        "    onednn.onednn_conv(jax.numpy.ones((1, 4, 4, 2)), jax.numpy.ones((3, 3, 2, 2)), (1, 1), ((1, 1), (1, 1)))\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
     )
     env = {**os.environ, "CNNJAX_ONEDNN": "0", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
@@ -139,7 +143,22 @@ def test_turned_off_it_says_why_and_auto_keeps_xla_lowerings():
         "False turned off by CNNJAX_ONEDNN=0",
         "mixed",
         "conv_impl='onednn' is unavailable here: turned off by CNNJAX_ONEDNN=0",
+        "oneDNN convolutions are unavailable here: turned off by CNNJAX_ONEDNN=0",
     ]
+
+
+def test_a_fresh_process_can_call_it_directly():
+    """The handlers register on first use, not only through `conv_impl` resolution."""
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from cnnjax.kernels import conv, onednn\n"
+        "x, k = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8))\n"
+        "a = jax.jit(lambda: onednn.onednn_conv(x, k, (1, 1), ((1, 1), (1, 1))))()\n"
+        "print(float(jnp.max(jnp.abs(a - conv.xla_conv(x, k, (1, 1), 'SAME')))))\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert float(out) < 1e-5
 
 
 def test_a_missing_onednn_is_named_with_what_to_install(monkeypatch, tmp_path):
