@@ -210,9 +210,12 @@ def xla_flags_for_cpu_devices(cpu_devices: int, xla_flags: str) -> str:
 
 
 def _setup_devices() -> None:
-    """Applies --cpu_devices, --compilation_cache and the multi-process flags (before any JAX backend starts)."""
+    """Host malloc settings, --cpu_devices, --compilation_cache and the multi-process flags (before any JAX backend starts)."""
     if FLAGS.cpu_devices < 0:
         raise FlagError(f"--cpu_devices must be >= 0 (0: JAX's default, one device), got {FLAGS.cpu_devices}")
+    from cnnjax.training.host_malloc import keep_freed_memory
+
+    keep_freed_memory()  # before JAX's threads exist: a CPU step reuses its buffers' pages
     if FLAGS.cpu_devices:
         import jax
 

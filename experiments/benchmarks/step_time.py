@@ -49,6 +49,7 @@ import optax
 from cnnjax.kernels.conv import CONV_IMPL_CHOICES, outside_loops
 from cnnjax.models import get_model
 from cnnjax.training.feeds import cpu_step_shards
+from cnnjax.training.host_malloc import keep_freed_memory
 from cnnjax.training.state import count_params, create_train_state
 from cnnjax.training.steps import train_step
 
@@ -337,15 +338,19 @@ def main() -> None:
     parser.add_argument("--conv_impl", default=None, choices=CONV_IMPL_CHOICES,
                         help="cnnjax's convolution lowering for lenet5/resnet20_cifar (default: the model's)")
     parser.add_argument("--quick", action="store_true", help="LeNet-5 only, 3 rounds of 10 steps")
+    parser.add_argument("--malloc", default="keep", choices=("keep", "default"),
+                        help="keep: the CLI's host malloc settings (cnnjax/training/host_malloc.py), for both "
+                             "frameworks alike; default: glibc's")
     parser.add_argument("--out", help="write the records to this JSON file")
     args = parser.parse_args()
+    malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "default"  # before JAX's threads
     on_gpu = jax.default_backend() == "gpu"
     models = args.models or ("lenet5,resnet20_cifar,resnet50" if on_gpu else "lenet5,resnet20_cifar")
     if args.quick:
         models, args.rounds, args.steps, args.warmup = "lenet5", 3, 10, 3
     print(f"device: {device_name()}; jax {jax.__version__} ({jax.default_backend()}); "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; batch {args.batch_size}; "
-          f"{args.rounds} rounds x {args.steps} steps per framework", flush=True)
+          f"{args.rounds} rounds x {args.steps} steps per framework; malloc {malloc}", flush=True)
     records = []
     for name in models.split(","):
         precision = args.precision
@@ -353,6 +358,8 @@ def main() -> None:
             precision = "bfloat16" if on_gpu and name == "resnet50" else "float32"
         new = measure(name, args.batch_size, args.frameworks.split(","), args.rounds, args.steps, args.warmup,
                       precision, args.conv_impl, args.settle)
+        for record in new:
+            record["malloc"] = malloc
         records += new
         print_table(new)
         sys.stdout.flush()
