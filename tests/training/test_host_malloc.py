@@ -22,13 +22,16 @@ for _ in range(3):
     libc.free(block)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(faults[-1])
+import jax
+print(jax.config.jax_cpu_enable_async_dispatch)
 """
 
 
 def _run(env_value):
     env = {**os.environ, "CNNJAX_MALLOC": env_value}
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, check=True)
-    applied, faults = out.stdout.split()
+    applied, faults, async_dispatch = out.stdout.split()
+    assert async_dispatch == str(not applied == "True")  # computations run on the dispatching thread when applied
     return applied == "True", int(faults)
 
 
