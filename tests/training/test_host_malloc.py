@@ -23,7 +23,7 @@ for _ in range(3):
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(faults[-1])
 import jax
-print(jax.config.jax_cpu_enable_async_dispatch)
+print(jax.config.values["jax_cpu_enable_async_dispatch"])
 """
 
 
