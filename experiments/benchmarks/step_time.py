@@ -21,13 +21,16 @@ parameter counts (checked). `resnet50` runs only when named, or by default on a
 GPU, where it uses bfloat16 (`precision='bfloat16'` in cnnjax, autocast in
 PyTorch). Threads: PyTorch gets one intra-op thread per core; XLA keeps its
 defaults (one intra-op pool with a thread per core, independent ops of the
-program may run concurrently).
+program may run concurrently). Memory: by default (`--malloc=keep`) the process
+first applies the CLI's host malloc settings
+(`cnnjax.training.host_malloc.keep_freed_memory`), which both frameworks then
+share; `--malloc=default` keeps glibc's.
 
 Prints a table with the ratios pytorch_ms / cnnjax_ms (above 1: cnnjax is faster);
 `--out` writes a JSON list with one record per measurement: `model`,
 `batch_size`, `framework`, `step_ms`, `device`, and `precision`, `rounds`,
-`steps_per_round`, `round_ms`, `params`, `error`, `load_avg`, versions and
-`XLA_FLAGS`. On CPU, `XLA_FLAGS=--xla_cpu_use_fusion_emitters=false` (set before
+`steps_per_round`, `round_ms`, `params`, `error`, `load_avg`, versions,
+`XLA_FLAGS` and `malloc`. On CPU, `XLA_FLAGS=--xla_cpu_use_fusion_emitters=false` (set before
 the run) makes the LeNet-5 step about 5-10% faster on this project's machine.
 """
 
