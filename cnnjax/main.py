@@ -215,7 +215,10 @@ def _setup_devices() -> None:
         raise FlagError(f"--cpu_devices must be >= 0 (0: JAX's default, one device), got {FLAGS.cpu_devices}")
     from cnnjax.training.host_malloc import keep_freed_memory
 
-    keep_freed_memory()  # before JAX's threads exist: a CPU step reuses its buffers' pages
+    explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    several_processes = FLAGS.distributed or any(v is not None for v in explicit)
+    # Before JAX's threads exist: a CPU step reuses its buffers' pages.
+    keep_freed_memory(dispatch_inline=not several_processes)
     if FLAGS.cpu_devices:
         import jax
 
@@ -227,8 +230,7 @@ def _setup_devices() -> None:
         compile_cache.enable(compile_cache.cache_dir(FLAGS.compilation_cache))
     except compile_cache.CacheDirError as err:
         raise FlagError(str(err)) from None
-    explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    if FLAGS.distributed or any(v is not None for v in explicit):
+    if several_processes:
         from cnnjax.training.sharding import MeshError, initialize_distributed
 
         try:

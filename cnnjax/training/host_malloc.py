@@ -36,9 +36,14 @@ M_MMAP_THRESHOLD = -3
 SETTINGS = ((M_MMAP_THRESHOLD, 1 << 30), (M_TRIM_THRESHOLD, (1 << 31) - 1))
 
 
-def keep_freed_memory() -> bool:
-    """Applies `SETTINGS` with `mallopt` and synchronous CPU dispatch; False where not (not glibc, or
-    `CNNJAX_MALLOC=default`)."""
+def keep_freed_memory(dispatch_inline: bool = True) -> bool:
+    """Applies `SETTINGS` with `mallopt` and, with `dispatch_inline`, synchronous CPU dispatch.
+
+    False where not (not glibc, or `CNNJAX_MALLOC=default`). A run of several
+    processes keeps JAX's asynchronous dispatch (`dispatch_inline=False`): with
+    computations inline, a resumed two-process sweep hung until its timeout
+    (tests/tuning/test_sweep_processes.py; not traced further).
+    """
     if os.environ.get("CNNJAX_MALLOC", "") == "default" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -48,7 +53,8 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     if not all(mallopt(param, value) == 1 for param, value in SETTINGS):
         return False
-    import jax
+    if dispatch_inline:
+        import jax
 
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     return True
