@@ -187,6 +187,10 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
             return "xla"
         if (reason := onednn.unavailable_reason()) is not None:
             raise ValueError(f"conv_impl='onednn' is unavailable here: {reason}")
+        if x_shape is not None and not onednn.applies(x_shape, kernel_shape, strides,
+                                                      conv_pads(x_shape, kernel_shape, strides, padding), dtype,
+                                                      feature_group_count):
+            return "xla"  # bfloat16, grouped, or padding past the kernel
     return impl
 
 
@@ -335,6 +339,11 @@ def xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding:
                                         feature_group_count=feature_group_count)
 
 
+def onednn_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
+    """`cnnjax.kernels.onednn.onednn_conv` with `padding` as `lax.conv` takes it (a string or pairs)."""
+    return onednn.onednn_conv(x, kernel, strides, conv_pads(x.shape, kernel.shape, strides, padding))
+
+
 def mixed_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any,
                plain: str = "xla", differentiated: str = "im2col") -> jax.Array:
     """One lowering where no gradient is taken (`plain`), another where one is (`differentiated`).
@@ -357,7 +366,7 @@ def _lowering(name: str, strides, padding):
     if name == "xla":
         return lambda x, k: xla_conv(x, k, strides, padding)
     if name == "onednn":
-        return lambda x, k: onednn.onednn_conv(x, k, strides, conv_pads(x.shape, k.shape, strides, padding))
+        return lambda x, k: onednn_conv(x, k, strides, padding)
     if name == "banded":
         return lambda x, k: banded_conv(x, k, padding)
     return lambda x, k: im2col_conv(x, k, strides, padding)

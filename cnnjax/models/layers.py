@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cnnjax.kernels import conv as conv_kernels
-from cnnjax.kernels import onednn
 from cnnjax.kernels import pool as pool_kernels
 
 Initializer = Callable[..., jax.Array]
@@ -384,12 +383,8 @@ class Conv(nn.Module):
         strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
         impl = conv_kernels.resolve_conv_impl(self.impl, x.shape, kernel.shape, strides, self.padding,
                                               self.feature_group_count, x.dtype)
-        pads = conv_kernels.conv_pads(x.shape, kernel.shape, strides, self.padding)
-        if impl == "onednn" and not onednn.applies(x.shape, kernel.shape, strides, pads, x.dtype,
-                                                   self.feature_group_count):
-            impl = "xla"
         if impl == "onednn":
-            y = onednn.onednn_conv(x, kernel.astype(x.dtype), strides, pads)
+            y = conv_kernels.onednn_conv(x, kernel.astype(x.dtype), strides, self.padding)
         elif impl == "banded_mixed":
             y = conv_kernels.mixed_conv(x, kernel.astype(x.dtype), strides, self.padding, "onednn", "banded")
         elif impl == "banded" and strides == (1, 1) and self.feature_group_count == 1:
