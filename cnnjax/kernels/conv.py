@@ -160,7 +160,8 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
     compiled). Accelerators keep XLA's convolutions, except a GPU under
     `members_batched`, where an ungrouped layer takes `banded` or `im2col` (a
     grouped one stays `xla`). An explicit `onednn` is `xla` under `xla_only`
-    and a ValueError saying why where the kernels are unavailable.
+    and on accelerators, and a ValueError saying why where the kernels are
+    unavailable on CPU (`onednn_problem` checks that before any compile).
     """
     if impl not in CONV_IMPL_CHOICES:
         raise ValueError(f"Unknown conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPL_CHOICES)}")
@@ -183,15 +184,23 @@ def resolve_conv_impl(impl: str, x_shape=None, kernel_shape=None, strides=(1, 1)
             return "onednn"
         return "xla" if getattr(_TRACING, "outside_loops", False) else "mixed"
     if impl == "onednn":
-        if getattr(_TRACING, "xla_only", False):
-            return "xla"
-        if (reason := onednn.unavailable_reason()) is not None:
-            raise ValueError(f"conv_impl='onednn' is unavailable here: {reason}")
+        if getattr(_TRACING, "xla_only", False) or jax.default_backend() != "cpu":
+            return "xla"  # the custom calls exist on CPU only
+        if (problem := onednn_problem(impl)) is not None:
+            raise ValueError(problem)
         if x_shape is not None and not onednn.applies(x_shape, kernel_shape, strides,
                                                       conv_pads(x_shape, kernel_shape, strides, padding), dtype,
                                                       feature_group_count):
             return "xla"  # bfloat16, grouped, or padding past the kernel
     return impl
+
+
+def onednn_problem(impl: str) -> str | None:
+    """Why `conv_impl=impl` cannot run on this CPU (an explicit `onednn` without the kernels), or None."""
+    if impl != "onednn" or jax.default_backend() != "cpu":
+        return None
+    reason = onednn.unavailable_reason()
+    return None if reason is None else f"conv_impl='onednn' is unavailable here: {reason}"
 
 
 def unroll_blocks(repeats: int) -> int:

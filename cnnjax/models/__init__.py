@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from flax import linen as nn
 
-from cnnjax.kernels.conv import CONV_IMPL_CHOICES
+from cnnjax.kernels.conv import CONV_IMPL_CHOICES, onednn_problem
 from cnnjax.models import airbench, alexnet, densenet, dpn, layers, preact_resnet, resnet, vgg
 from cnnjax.models.airbench import Airbench94
 from cnnjax.models.googlenet import GoogLeNet
@@ -121,6 +121,8 @@ def option_problems(name: str, options: dict[str, Any]) -> list[str]:
                           f"its options are: {', '.join(f for f in fields if f != 'num_classes')}")
         elif key in valid_values and value not in valid_values[key]:
             errors.append(f"model.{key}={value!r} is unknown; valid choices: {', '.join(valid_values[key])}")
+    if known and "conv_impl" in fields and (problem := onednn_problem(options.get("conv_impl", ""))):
+        errors.append(f"model.{problem} (valid choices: {', '.join(CONV_IMPL_CHOICES)}; auto uses it where it runs)")
     dropout = options.get("dropout_rate")
     if dropout is not None and not 0 <= dropout < 1:
         errors.append(f"model.dropout_rate must be in [0, 1), got {dropout}")

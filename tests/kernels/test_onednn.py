@@ -132,6 +132,8 @@ def test_turned_off_it_says_why_and_auto_keeps_xla_lowerings():
         "    conv.resolve_conv_impl('onednn', (8, 16, 16, 16), (3, 3, 16, 16), (1, 1), 'SAME')\n"
         "except ValueError as e:\n"
         "    print(e)\n"
+        "from cnnjax.models import option_problems\n"
+        "print(option_problems('resnet20_cifar', {'conv_impl': 'onednn'})[0])\n"
         "try:\n"
         "    onednn.onednn_conv(jax.numpy.ones((1, 4, 4, 2)), jax.numpy.ones((3, 3, 2, 2)), (1, 1), ((1, 1), (1, 1)))\n"
         "except RuntimeError as e:\n"
@@ -143,6 +145,8 @@ def test_turned_off_it_says_why_and_auto_keeps_xla_lowerings():
         "False turned off by CNNJAX_ONEDNN=0",
         "mixed",
         "conv_impl='onednn' is unavailable here: turned off by CNNJAX_ONEDNN=0",
+        "model.conv_impl='onednn' is unavailable here: turned off by CNNJAX_ONEDNN=0 (valid choices: auto, xla, "
+        "im2col, banded, onednn; auto uses it where it runs)",
         "oneDNN convolutions are unavailable here: turned off by CNNJAX_ONEDNN=0",
     ]
 
