@@ -348,6 +348,24 @@ def xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding:
                                         feature_group_count=feature_group_count)
 
 
+def holds_xla_conv(jaxpr) -> bool:
+    """Whether a traced program (a `ClosedJaxpr` or `Jaxpr`) holds XLA's own convolution, in any sub-program.
+
+    Such a program must not be put inside a loop on CPU: XLA's CPU convolution
+    gradients run 10-100x slower inside a `while` loop (see `resolve_conv_impl`).
+    """
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    if holds_xla_conv(sub):
+                        return True
+    return False
+
+
 def onednn_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Any) -> jax.Array:
     """`cnnjax.kernels.onednn.onednn_conv` with `padding` as `lax.conv` takes it (a string or pairs)."""
     return onednn.onednn_conv(x, kernel, strides, conv_pads(x.shape, kernel.shape, strides, padding))

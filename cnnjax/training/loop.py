@@ -1,6 +1,7 @@
 """The one training loop: a single run, a population, a round of a strategy.
 
-`run_loop` owns the skeleton every kind of training shares: stepping, the
+`run_loop` owns the skeleton every kind of training shares: stepping (one
+call may run several steps, `LoopTask.max_steps`, up to the next event), the
 buffer of on-device step metrics and its flush every `log_every_steps`, the
 evaluation and checkpoint cadence, SIGTERM / Ctrl-C (checkpoint, then stop),
 a stop at a given step (as a preemption would) and the progress bar. What
@@ -47,8 +48,11 @@ class Schedule:
 class LoopTask(Protocol):
     """What `run_loop` trains: one run or a population."""
 
-    def step(self, state: Any, step: int) -> tuple[Any, Any]:
-        """Runs step `step` (0-based); returns (new state, on-device metrics)."""
+    def max_steps(self, step: int) -> int:
+        """How many steps (1 or more) one call of `step` may run from step `step`."""
+
+    def step(self, state: Any, step: int, count: int) -> tuple[Any, Any]:
+        """Runs steps `step` .. `step + count - 1` (0-based); returns (new state, on-device metrics)."""
 
     def flush(self, state: Any, step: int, pending: list[Any]) -> None:
         """Brings `pending` (the metrics of steps step-len+1 .. step) to the host and logs them."""
@@ -127,16 +131,21 @@ def run_loop(task: LoopTask, state: Any, start: int, end: int, schedule: Schedul
     with stop if own else _nothing():
         while step < end:
             t0 = time.time() if result.first_step_s is None else None
-            state, metrics = task.step(state, step)
+            # A call runs up to the next flush, evaluation, checkpoint or stop, so each lands after its step.
+            count = 1 if t0 is not None else min(
+                task.max_steps(step), end - step, *(_to_next(step, every) for every in (
+                    schedule.log_every_steps, schedule.eval_every_steps, schedule.checkpoint_every_steps)),
+                *((stop_at - step,) if stop_at is not None and stop_at > step else ()))
+            state, metrics = task.step(state, step, count)
             if t0 is not None:
                 import jax
 
                 jax.block_until_ready(metrics)
                 result.first_step_s = time.time() - t0
             pending.append(metrics)
-            step += 1
+            step += count
             if bar is not None:
-                bar.update(units_per_step)
+                bar.update(units_per_step * count)
             # A stop that lands on the last step is the normal end: the evaluation at `end` still runs
             # (a sweep phase recorded without it would lose its members' scores); the caller sees the signal.
             stopping = (stop.signal_name is not None or step == stop_at) and step < end
@@ -159,6 +168,11 @@ def run_loop(task: LoopTask, state: Any, start: int, end: int, schedule: Schedul
         if eval_at_end and (not schedule.eval_every_steps or step % schedule.eval_every_steps):
             task.evaluate(state, step)
     return dataclasses.replace(result, state=state, step=step)
+
+
+def _to_next(step: int, every: int | None) -> int:
+    """Steps from `step` to the next multiple of `every` (never: a large number)."""
+    return every - step % every if every else 1 << 62
 
 
 class _nothing:

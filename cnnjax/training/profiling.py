@@ -58,6 +58,14 @@ class StepProfiler:
         elif self.active and steps_done >= last:
             self.close(state)
 
+    def steps_before_change(self, steps_done: int) -> int | None:
+        """Steps the loop may run before `at` must see it again (the window's next edge), or None (no edge ahead)."""
+        if self.window is None:
+            return None
+        first, last = self.window
+        edge = last if self.active else first - 1
+        return edge - steps_done if edge > steps_done else None
+
     def close(self, state: Any = None) -> None:
         if not self.active:
             return

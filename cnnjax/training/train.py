@@ -23,7 +23,7 @@ from cnnjax.models import get_model
 from cnnjax.training import config as config_lib
 from cnnjax.training import files, sharding
 from cnnjax.training.checkpoint import Checkpointer
-from cnnjax.training.feeds import InMemoryFeed, StreamingFeed, member_keys
+from cnnjax.training.feeds import STEPS_PER_CALL, InMemoryFeed, StreamingFeed, member_keys
 from cnnjax.training.loop import Schedule, progress_bar, run_loop
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.profiling import StepProfiler
@@ -241,6 +241,9 @@ def _skipped_summary(feed) -> dict[str, Any]:
     return {"data/skipped_images": len(skipped), "data/skipped_first": list(skipped[:5])} if skipped else {}
 
 
+_UNTRACED = object()
+
+
 class _RunTask:
     """The single run as a `LoopTask`: one jitted step, means logged, NaN stops the run."""
 
@@ -248,6 +251,7 @@ class _RunTask:
         self.config, self.feed, self.writer, self.checkpointer = config, feed, writer, checkpointer
         self.schedule, self.monitor = schedule, monitor
         self.jit_step = feed.make_step()
+        self.jit_steps = _UNTRACED  # `feed.make_steps` at the first step: calls of several steps, or None
         self.jit_monitored = feed.make_step(monitor.step_monitor) if monitor is not None else None
         self.monitored: list[tuple[int, dict[str, jax.Array]]] = []
         self.monitor_stop: str | None = None
@@ -259,19 +263,41 @@ class _RunTask:
         self.eval_s = self.checkpoint_s = 0.0  # wall time inside evaluate / checkpoint
         self.first_eval_s: float | None = None  # the first evaluation, its compile included
 
-    def step(self, state, step):
+    def max_steps(self, step) -> int:
+        """Steps one call may run from `step`: within its epoch, up to a monitored step or the profile window's edge."""
+        if self.jit_steps is None:
+            return 1
+        limits = [STEPS_PER_CALL, self.schedule.steps_per_epoch - step % self.schedule.steps_per_epoch]
+        if self.monitor is not None:
+            limits.append(-step % self.monitor.every or 1)  # a monitored step runs alone
+        if (edge := self.profiler.steps_before_change(step)) is not None:
+            limits.append(edge)
+        return min(limits)
+
+    def step(self, state, step, count=1):
         self.profiler.at(step, state)
         args = self.feed.step_args(step)
+        if self.jit_steps is _UNTRACED:
+            self.jit_steps = self.feed.make_steps(state, args)
         if self.monitor is not None and step % self.monitor.every == 0:
             state, metrics = self.jit_monitored(state, *args)
             metrics = dict(metrics)
             self.monitored.append((step + 1, {k: metrics.pop(k) for k in list(metrics) if k.startswith("monitor/")}))
             return state, metrics
-        return self.jit_step(state, *args)
+        if self.jit_steps is None:
+            return self.jit_step(state, *args)
+        state, rows = self.jit_steps(state, *args, count)
+        return state, (count, rows)
 
     def flush(self, state, step, pending) -> None:
         """Brings the pending step metrics to the host, checks them, logs means."""
-        values = jax.device_get(pending)
+        values = []
+        for metrics in jax.device_get(pending):  # a call of `count` steps: (count, stacked rows)
+            if isinstance(metrics, tuple):
+                count, rows = metrics
+                values += [{k: v[i] for k, v in rows.items()} for i in range(count)]
+            else:
+                values.append(metrics)
         first_step = step - len(values) + 1
         for offset, m in enumerate(values):
             if not (m["finite"] > 0 and math.isfinite(float(m["loss"]))):

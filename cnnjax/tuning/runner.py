@@ -283,7 +283,10 @@ class _PopulationTask:
         state, alive = carry
         return dataclasses.replace(self.population, state=state, alive=alive, step=step)
 
-    def step(self, carry, step):
+    def max_steps(self, step) -> int:
+        return 1  # the population's step is one call a step
+
+    def step(self, carry, step, count=1):
         pop, trainer = self.population, self.trainer
         if trainer.profiler is not None:
             trainer.profiler.at(step, carry)
