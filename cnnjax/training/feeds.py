@@ -26,8 +26,10 @@ from cnnjax.training.steps import eval_step, train_step
 
 # Held-out splits and the metric prefix each is logged under.
 EVAL_SPLITS = (("val", "validation"), ("eval", "test"))
-# The most steps one call of a repeated step runs (`InMemoryFeed.make_steps`).
+# The most steps one call of a repeated step runs (`InMemoryFeed.make_steps`), and about
+# how long a call may take: a stop request or the progress bar waits for at most one call.
 STEPS_PER_CALL = 16
+CALL_SECONDS = 0.25
 
 
 def eval_split(state: TrainState, images, labels, mask, mean, std, batch_sharding=None) -> dict[str, jax.Array]:

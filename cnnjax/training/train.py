@@ -23,7 +23,7 @@ from cnnjax.models import get_model
 from cnnjax.training import config as config_lib
 from cnnjax.training import files, sharding
 from cnnjax.training.checkpoint import Checkpointer
-from cnnjax.training.feeds import STEPS_PER_CALL, InMemoryFeed, StreamingFeed, member_keys
+from cnnjax.training.feeds import CALL_SECONDS, STEPS_PER_CALL, InMemoryFeed, StreamingFeed, member_keys
 from cnnjax.training.loop import Schedule, progress_bar, run_loop
 from cnnjax.training.optim import optimizer_from_config
 from cnnjax.training.profiling import StepProfiler
@@ -252,6 +252,7 @@ class _RunTask:
         self.schedule, self.monitor = schedule, monitor
         self.jit_step = feed.make_step()
         self.jit_steps = _UNTRACED  # `feed.make_steps` at the first step: calls of several steps, or None
+        self.per_call = 1  # steps a call may run, from the last flush's steps per second
         self.jit_monitored = feed.make_step(monitor.step_monitor) if monitor is not None else None
         self.monitored: list[tuple[int, dict[str, jax.Array]]] = []
         self.monitor_stop: str | None = None
@@ -264,10 +265,10 @@ class _RunTask:
         self.first_eval_s: float | None = None  # the first evaluation, its compile included
 
     def max_steps(self, step) -> int:
-        """Steps one call may run from `step`: within its epoch, up to a monitored step or the profile window's edge."""
+        """Steps one call may run from `step`: about `CALL_SECONDS` of them, within the epoch, up to a monitored step or the profile window's edge."""
         if self.jit_steps is None:
             return 1
-        limits = [STEPS_PER_CALL, self.schedule.steps_per_epoch - step % self.schedule.steps_per_epoch]
+        limits = [self.per_call, self.schedule.steps_per_epoch - step % self.schedule.steps_per_epoch]
         if self.monitor is not None:
             limits.append(-step % self.monitor.every or 1)  # a monitored step runs alone
         if (edge := self.profiler.steps_before_change(step)) is not None:
@@ -313,6 +314,7 @@ class _RunTask:
         elapsed = max(time.time() - self.interval_start, 1e-9)
         means = {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[0] if k != "finite"}
         means["train/steps_per_sec"] = len(values) / elapsed
+        self.per_call = max(1, min(STEPS_PER_CALL, int(CALL_SECONDS * len(values) / elapsed)))
         means["train/examples_per_sec"] = len(values) * self.config.batch_size / elapsed
         means["train/epoch"] = step / self.schedule.steps_per_epoch
         self.writer.write(step, means)

@@ -137,7 +137,15 @@ def test_a_run_in_calls_of_several_steps_writes_what_single_calls_write(lenet, t
         lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in r.items() if not k.endswith("_per_sec")} for r in lines]
 
+    counts, make_steps = [], feeds.InMemoryFeed.make_steps
+
+    def spied(self, state, args):
+        steps = make_steps(self, state, args)
+        return lambda *a: (counts.append(a[-1]), steps(*a))[1]
+
+    monkeypatch.setattr(feeds.InMemoryFeed, "make_steps", spied)
     train_and_evaluate(config, str(tmp_path / "several"), dataset=dataset)
+    assert counts[:2] == [1, 1] and max(counts) > 1 and sum(counts) == 16  # single calls until the first flush
     monkeypatch.setattr(feeds.InMemoryFeed, "make_steps", lambda self, state, args: None)
     train_and_evaluate(config, str(tmp_path / "single"), dataset=dataset)
     several, single = records(tmp_path / "several"), records(tmp_path / "single")
